@@ -1,0 +1,164 @@
+import cors from '@fastify/cors';
+import helmet from '@fastify/helmet';
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyPluginAsync,
+  type RawReplyDefaultExpression,
+  type RawRequestDefaultExpression,
+  type RawServerDefault,
+} from 'fastify';
+import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
+import type { Redis } from 'ioredis';
+import type { Config, TrustProxy } from './config.ts';
+import { type Clock, systemClock } from './core/clock.ts';
+import { errorHandlingPlugin } from './core/errors.ts';
+import { openRedis } from './core/redis.ts';
+import { requestIdOf } from './core/request-id.ts';
+import { type DatabaseHandle, openDatabase } from './db/database.ts';
+import { migrateToLatest, migrationStatus } from './db/migrate.ts';
+import { apiDocsPlugin } from './modules/apidocs/index.ts';
+import {
+  createMetrics,
+  healthChecks,
+  healthRoutes,
+  loggerOptions,
+  metrics,
+  observabilityTag,
+  RequestLogController,
+} from './modules/observability/index.ts';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    config: Config;
+    database: DatabaseHandle;
+    /** The shared Redis client when `REDIS_URL` is set (scale-out mode); undefined in embedded mode. */
+    redis: Redis | undefined;
+    clock: Clock;
+  }
+}
+
+/** The app `buildApp` returns: a Fastify instance whose routes are typed by their Zod schemas. */
+export type PlinthApp = FastifyInstance<
+  RawServerDefault,
+  RawRequestDefaultExpression,
+  RawReplyDefaultExpression,
+  FastifyBaseLogger,
+  ZodTypeProvider
+>;
+
+export interface AppOptions {
+  /** The source of time for every rule; tests pass a fake one. */
+  clock?: Clock;
+  /** Extra plugins registered under `/api/v1` after the platform's modules (an application's own modules). */
+  modules?: FastifyPluginAsync[];
+}
+
+/**
+ * The composition root: builds a ready-to-listen Fastify app from a config. It is the one place that picks
+ * implementations (SQLite or PostgreSQL, in-process or Redis) and registers plugins and modules in boot order.
+ * It never listens; `server.ts` does.
+ */
+export async function buildApp(config: Config, options: AppOptions = {}): Promise<PlinthApp> {
+  const appMetrics = createMetrics();
+  const app = Fastify<RawServerDefault>({
+    logger: loggerOptions(config),
+    genReqId: requestIdOf,
+    requestIdHeader: false,
+    logController: new RequestLogController(),
+    bodyLimit: config.bodyLimitBytes,
+    trustProxy: trustProxyOption(config.trustProxy),
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+  }).withTypeProvider<ZodTypeProvider>();
+
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  // JSON is the only request body the API accepts; Fastify's text/plain parser would let strings through to
+  // routes that expect objects. Anything else gets 415.
+  app.removeContentTypeParser('text/plain');
+
+  const database = openDatabase(config.database, {
+    log: app.log,
+    onQuery: (kind, seconds) =>
+      appMetrics.dbQueryDuration.observe({ dialect: config.database.dialect, kind }, seconds),
+  });
+  app.addHook('onClose', async () => database.close());
+  if (config.autoMigrate) {
+    const applied = await migrateToLatest(database.db, database.dialect);
+    if (applied.length > 0) app.log.info({ migrations: applied }, 'applied database migrations');
+  }
+
+  const redis = config.redisUrl ? openRedis(config.redisUrl, app.log) : undefined;
+  if (redis) app.addHook('onClose', async () => void (await redis.quit().catch(() => redis.disconnect())));
+
+  app.decorate('config', config);
+  app.decorate('database', database);
+  app.decorate('redis', redis);
+  app.decorate('clock', options.clock ?? systemClock);
+
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+    // HSTS only means something over TLS (directly or behind a trusted TLS-terminating proxy).
+    if (request.protocol === 'https')
+      reply.header('strict-transport-security', 'max-age=31536000; includeSubDomains');
+  });
+
+  await app.register(errorHandlingPlugin);
+  await app.register(helmet, {
+    // An API answers JSON: nothing in a response may load, run, frame or submit anything. /docs sets its own.
+    contentSecurityPolicy: {
+      useDefaults: false,
+      directives: {
+        defaultSrc: ["'none'"],
+        baseUri: ["'none'"],
+        formAction: ["'none'"],
+        frameAncestors: ["'none'"],
+      },
+    },
+    frameguard: { action: 'deny' },
+    referrerPolicy: { policy: 'no-referrer' },
+    hsts: false,
+  });
+  if (config.corsOrigins.length > 0) {
+    await app.register(cors, { origin: [...config.corsOrigins], credentials: true, maxAge: 600 });
+  }
+
+  await app.register(healthChecks);
+  app.healthChecks.add('database', async () => {
+    await database.ping();
+    return 'ok';
+  });
+  app.healthChecks.add('migrations', async () => {
+    const pending = (await migrationStatus(database.db, database.dialect)).filter(
+      (m) => m.executedAt === null,
+    );
+    if (pending.length > 0) throw new Error(`pending migrations: ${pending.map((m) => m.name).join(', ')}`);
+    return 'ok';
+  });
+  if (redis) {
+    app.healthChecks.add('redis', async () => {
+      await redis.ping();
+      return 'ok';
+    });
+  }
+
+  await app.register(metrics, { metrics: appMetrics, token: config.metricsToken });
+  await app.register(apiDocsPlugin, { tags: [observabilityTag] });
+  await app.register(healthRoutes, { dialect: database.dialect });
+  await app.register(
+    async (api) => {
+      for (const module of options.modules ?? []) await api.register(module);
+    },
+    { prefix: '/api/v1' },
+  );
+
+  return app;
+}
+
+/** Fastify's types lack the hop-count form of `trustProxy`; a hop count trusts the nearest `n` proxies. */
+function trustProxyOption(
+  trustProxy: TrustProxy,
+): boolean | string[] | ((address: string, hop: number) => boolean) {
+  return typeof trustProxy === 'number' ? (_address, hop) => hop < trustProxy : trustProxy;
+}

@@ -1,0 +1,225 @@
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { isAbsolute, join, resolve } from 'node:path';
+import { parseEnv } from 'node:util';
+import { z } from 'zod';
+
+/**
+ * Plinth's configuration: every setting comes from environment variables (or an optional `.env` file in the
+ * working directory, which never overrides a variable that is already set), is validated once at start-up and
+ * frozen. No other file reads `process.env`. docs/configuration.md documents every variable.
+ */
+
+export type DatabaseConfig =
+  | { readonly dialect: 'sqlite'; readonly path: string }
+  | {
+      readonly dialect: 'postgres';
+      readonly url: string;
+      readonly readUrl: string | undefined;
+      readonly poolMax: number;
+    };
+
+/** `TRUST_PROXY`: whether and which proxies' `X-Forwarded-*` headers are believed (Fastify's `trustProxy`). */
+export type TrustProxy = boolean | number | string[];
+
+export interface Config {
+  readonly env: 'development' | 'production' | 'test';
+  readonly host: string;
+  readonly port: number;
+  readonly dataDir: string;
+  readonly database: DatabaseConfig;
+  /** Apply pending migrations at start-up. */
+  readonly autoMigrate: boolean;
+  readonly redisUrl: string | undefined;
+  readonly log: { readonly level: LogLevel; readonly pretty: boolean };
+  /** Allowed CORS origins; empty means CORS is off. */
+  readonly corsOrigins: readonly string[];
+  /** Largest accepted request body, in bytes. */
+  readonly bodyLimitBytes: number;
+  readonly trustProxy: TrustProxy;
+  /** Secret for signing session tokens (HS256); at least 32 bytes. */
+  readonly jwtSecret: string;
+  /** When set, `GET /metrics` requires `Authorization: Bearer <token>`. */
+  readonly metricsToken: string | undefined;
+  /** How long a graceful shutdown waits for in-flight requests, in milliseconds. */
+  readonly shutdownTimeoutMs: number;
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** Raised when the environment does not describe a valid configuration; `message` names each bad variable. */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+const booleanString = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'], { error: 'must be true or false' })
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+
+const integer = (min: number, max: number) =>
+  z
+    .string()
+    .regex(/^\d+$/, { error: `must be a whole number between ${min} and ${max}` })
+    .transform(Number)
+    .pipe(
+      z
+        .number()
+        .min(min, { error: `must be at least ${min}` })
+        .max(max, { error: `must be at most ${max}` }),
+    );
+
+const ipOrCidr = /^(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9a-fA-F:]+:[0-9a-fA-F:.]*)(?:\/\d{1,3})?$/;
+
+const EnvSchema = z.object({
+  NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
+  HOST: z.string().min(1).default('127.0.0.1'),
+  PORT: integer(0, 65535).default(3000),
+  DATA_DIR: z.string().min(1).default('./data'),
+  DATABASE_URL: z.string().min(1).optional(),
+  DATABASE_READ_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, { error: 'must be a postgres:// URL' })
+    .optional(),
+  DATABASE_POOL_MAX: integer(1, 1000).default(10),
+  AUTO_MIGRATE: booleanString.optional(),
+  REDIS_URL: z
+    .string()
+    .regex(/^rediss?:\/\//, { error: 'must be a redis:// or rediss:// URL' })
+    .optional(),
+  LOG_LEVEL: z.enum(LOG_LEVELS).default('info'),
+  LOG_FORMAT: z.enum(['json', 'pretty']).optional(),
+  CORS_ORIGINS: z.string().default(''),
+  BODY_LIMIT_BYTES: integer(1, 1024 * 1024 * 1024).default(1024 * 1024),
+  TRUST_PROXY: z.string().default('false'),
+  JWT_SECRET: z.string().min(32, { error: 'must be at least 32 characters' }).optional(),
+  METRICS_TOKEN: z.string().min(16, { error: 'must be at least 16 characters' }).optional(),
+  SHUTDOWN_TIMEOUT_MS: integer(0, 600_000).default(10_000),
+});
+
+/**
+ * Parses and validates the configuration.
+ * @param env the variables to read; defaults to `process.env` merged over `./.env`.
+ * @throws ConfigError naming every invalid or missing variable.
+ */
+export function loadConfig(env: Record<string, string | undefined> = processEnvWithDotEnv()): Config {
+  // An empty variable means "not set", as operators expect from `FOO= plinth serve`.
+  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = EnvSchema.safeParse(present);
+  if (!parsed.success) {
+    throw new ConfigError(
+      `Invalid configuration:\n${parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`).join('\n')}`,
+    );
+  }
+  const e = parsed.data;
+  const problems: string[] = [];
+  const fail = (name: string, message: string) => problems.push(`  ${name}: ${message}`);
+
+  const dataDir = resolve(e.DATA_DIR);
+  const database = parseDatabaseUrl(
+    e.DATABASE_URL ?? join(e.DATA_DIR, 'plinth.db'),
+    e.DATABASE_READ_URL,
+    e.DATABASE_POOL_MAX,
+  );
+  if (database.dialect === 'sqlite' && e.DATABASE_READ_URL) {
+    fail('DATABASE_READ_URL', 'read replicas need DATABASE_URL to point at PostgreSQL');
+  }
+
+  const corsOrigins = e.CORS_ORIGINS.split(',')
+    .map((o) => o.trim())
+    .filter(Boolean);
+  for (const origin of corsOrigins) {
+    if (!isOrigin(origin)) fail('CORS_ORIGINS', `"${origin}" is not an origin like https://app.example.com`);
+  }
+
+  const trustProxy = parseTrustProxy(e.TRUST_PROXY);
+  if (trustProxy === undefined) {
+    fail(
+      'TRUST_PROXY',
+      'must be true, false, a hop count, or a comma-separated list of IP addresses or CIDRs',
+    );
+  }
+
+  let jwtSecret = e.JWT_SECRET;
+  if (!jwtSecret) {
+    if (e.NODE_ENV === 'production') fail('JWT_SECRET', 'is required when NODE_ENV=production');
+    else jwtSecret = developmentSecret(dataDir, 'JWT_SECRET');
+  }
+
+  if (problems.length > 0) throw new ConfigError(`Invalid configuration:\n${problems.join('\n')}`);
+
+  return deepFreeze({
+    env: e.NODE_ENV,
+    host: e.HOST,
+    port: e.PORT,
+    dataDir,
+    database,
+    autoMigrate: e.AUTO_MIGRATE ?? database.dialect === 'sqlite',
+    redisUrl: e.REDIS_URL,
+    log: {
+      level: e.LOG_LEVEL,
+      pretty: (e.LOG_FORMAT ?? (e.NODE_ENV === 'development' ? 'pretty' : 'json')) === 'pretty',
+    },
+    corsOrigins,
+    bodyLimitBytes: e.BODY_LIMIT_BYTES,
+    trustProxy: trustProxy ?? false,
+    jwtSecret: jwtSecret ?? '',
+    metricsToken: e.METRICS_TOKEN,
+    shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+  });
+}
+
+/** `postgres://…` selects PostgreSQL; `sqlite:<path>` or a plain file path selects SQLite. */
+function parseDatabaseUrl(value: string, readUrl: string | undefined, poolMax: number): DatabaseConfig {
+  if (/^postgres(ql)?:\/\//.test(value)) return { dialect: 'postgres', url: value, readUrl, poolMax };
+  const path = value.startsWith('sqlite:') ? value.slice('sqlite:'.length) : value;
+  return { dialect: 'sqlite', path: isAbsolute(path) ? path : resolve(path) };
+}
+
+function parseTrustProxy(value: string): TrustProxy | undefined {
+  const v = value.trim().toLowerCase();
+  if (v === 'true') return true;
+  if (v === 'false') return false;
+  if (/^\d+$/.test(v)) return Number(v);
+  const list = v.split(',').map((s) => s.trim());
+  return list.every((s) => ipOrCidr.test(s)) ? list : undefined;
+}
+
+function isOrigin(value: string): boolean {
+  try {
+    const url = new URL(value);
+    return (url.protocol === 'http:' || url.protocol === 'https:') && url.origin === value;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * In development and tests a missing secret is generated once and kept in `<DATA_DIR>/secrets.json`
+ * (mode 0600), so sessions survive restarts without anyone having to invent a key.
+ */
+function developmentSecret(dataDir: string, name: string): string {
+  const file = join(dataDir, 'secrets.json');
+  const secrets: Record<string, string> = existsSync(file) ? JSON.parse(readFileSync(file, 'utf8')) : {};
+  const existing = secrets[name];
+  if (existing) return existing;
+  const secret = randomBytes(32).toString('base64url');
+  mkdirSync(dataDir, { recursive: true });
+  writeFileSync(file, `${JSON.stringify({ ...secrets, [name]: secret }, null, 2)}\n`, { mode: 0o600 });
+  chmodSync(file, 0o600);
+  return secret;
+}
+
+function processEnvWithDotEnv(): Record<string, string | undefined> {
+  const file = resolve('.env');
+  const fromFile = existsSync(file) ? parseEnv(readFileSync(file, 'utf8')) : {};
+  return { ...fromFile, ...process.env };
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}

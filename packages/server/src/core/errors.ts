@@ -1,0 +1,122 @@
+import { coreErrors, type ErrorDefinition, type Problem, problemType } from '@plinth/shared';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
+import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
+
+/** A field-level problem: where in the request (`body.email`) and what is wrong. */
+export interface FieldError {
+  path: string;
+  message: string;
+}
+
+/**
+ * The one error type services throw. It names an entry of an error catalogue (see `defineErrors`), optionally
+ * with a request-specific `detail` and field errors; the error handler renders it as problem+json.
+ */
+export class AppError extends Error {
+  override name = 'AppError';
+  readonly code: string;
+  readonly status: number;
+  readonly title: string;
+  readonly detail: string | undefined;
+  readonly errors: FieldError[] | undefined;
+  /** Extra response headers, e.g. `Retry-After`. */
+  readonly headers: Record<string, string>;
+
+  constructor(
+    definition: ErrorDefinition,
+    options: {
+      detail?: string;
+      errors?: FieldError[];
+      headers?: Record<string, string>;
+      cause?: unknown;
+    } = {},
+  ) {
+    super(options.detail ?? definition.title, { cause: options.cause });
+    this.code = definition.code;
+    this.status = definition.status;
+    this.title = definition.title;
+    this.detail = options.detail;
+    this.errors = options.errors;
+    this.headers = options.headers ?? {};
+  }
+}
+
+/** Fastify's own 4xx errors, mapped onto Plinth's catalogue. Anything not listed here with a 4xx status is BAD_REQUEST. */
+const fastifyCodes: Record<string, ErrorDefinition> = {
+  FST_ERR_CTP_INVALID_JSON_BODY: coreErrors.INVALID_JSON,
+  FST_ERR_CTP_EMPTY_JSON_BODY: coreErrors.INVALID_JSON,
+  FST_ERR_CTP_BODY_TOO_LARGE: coreErrors.PAYLOAD_TOO_LARGE,
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: coreErrors.UNSUPPORTED_MEDIA_TYPE,
+};
+
+/** Turns anything thrown while handling a request into the AppError the client is shown. */
+export function toAppError(error: unknown): AppError {
+  if (error instanceof AppError) return error;
+  if (hasZodFastifySchemaValidationErrors(error)) {
+    const part = (error as FastifyError).validationContext ?? 'body';
+    return new AppError(coreErrors.VALIDATION_FAILED, {
+      errors: error.validation.map((issue) => ({
+        path: [part, ...issue.instancePath.split('/').filter(Boolean)].join('.'),
+        message: issue.message ?? 'Invalid value.',
+      })),
+    });
+  }
+  const fastifyError = error as Partial<FastifyError>;
+  if (fastifyError.code && fastifyCodes[fastifyError.code]) {
+    const definition = fastifyCodes[fastifyError.code] as ErrorDefinition;
+    return new AppError(definition, { detail: fastifyError.message });
+  }
+  if (error instanceof SyntaxError && fastifyError.statusCode === 400) {
+    return new AppError(coreErrors.INVALID_JSON, { detail: error.message });
+  }
+  const status = fastifyError.statusCode;
+  if (typeof status === 'number' && status >= 400 && status < 500) {
+    return new AppError(coreErrors.BAD_REQUEST, { detail: fastifyError.message });
+  }
+  return new AppError(coreErrors.INTERNAL_ERROR, { cause: error });
+}
+
+export function problemOf(error: AppError, requestId: string): Problem {
+  return {
+    type: problemType(error.code),
+    title: error.title,
+    status: error.status,
+    ...(error.detail === undefined ? {} : { detail: error.detail }),
+    code: error.code,
+    requestId,
+    ...(error.errors === undefined ? {} : { errors: error.errors }),
+  };
+}
+
+export function sendProblem(reply: FastifyReply, error: AppError): FastifyReply {
+  return reply
+    .status(error.status)
+    .headers(error.headers)
+    .type('application/problem+json; charset=utf-8')
+    .send(problemOf(error, reply.request.id));
+}
+
+async function errorHandling(app: FastifyInstance): Promise<void> {
+  app.setErrorHandler((error: unknown, request: FastifyRequest, reply: FastifyReply) => {
+    const appError = toAppError(error);
+    if (appError.status >= 500) {
+      // The client sees only the catalogue title; the log keeps everything needed to find the bug.
+      request.log.error({ err: error }, 'request failed');
+    } else {
+      request.log.debug({ code: appError.code, detail: appError.detail }, 'request refused');
+    }
+    return sendProblem(reply, appError);
+  });
+
+  // The detail does not echo the URL back: the path is attacker-chosen and belongs in logs, not responses.
+  app.setNotFoundHandler((_request, reply) =>
+    sendProblem(
+      reply,
+      new AppError(coreErrors.NOT_FOUND, { detail: 'No route matches this method and path.' }),
+    ),
+  );
+}
+
+/** Renders every error (thrown, validation, unknown route) as RFC 9457 problem+json with the request id. */
+export const errorHandlingPlugin = fp(errorHandling, { name: 'plinth-errors' });

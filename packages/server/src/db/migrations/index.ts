@@ -1,0 +1,10 @@
+import type { Migration } from '../migrate.ts';
+import { installation } from './20261122T0100-installation.ts';
+
+/**
+ * Every migration, keyed by a timestamped name that sorts in the order they must run. One set serves both
+ * dialects. Add new ones at the end; never edit or remove one that has shipped.
+ */
+export const migrations: Record<string, Migration> = {
+  '20261122T0100-installation': installation,
+};

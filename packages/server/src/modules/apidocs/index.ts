@@ -1,0 +1,70 @@
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import type { FastifyInstance } from 'fastify';
+import fp from 'fastify-plugin';
+import { jsonSchemaTransform, jsonSchemaTransformObject } from 'fastify-type-provider-zod';
+import { VERSION } from '../../core/version.ts';
+
+export interface ApiDocsOptions {
+  /** The OpenAPI tags, one per module, with a description of each. */
+  tags: { name: string; description: string }[];
+}
+
+async function apiDocs(app: FastifyInstance, { tags }: ApiDocsOptions): Promise<void> {
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'Plinth API',
+        version: VERSION,
+        description:
+          'Every error is an RFC 9457 `application/problem+json` document with a stable `code` and the `requestId`. Every response carries `X-Request-Id`. Lists take `limit`, `cursor` and `sort` and answer `{ data, nextCursor }`.',
+        license: { name: 'MIT', identifier: 'MIT' },
+      },
+      servers: [{ url: 'http://127.0.0.1:3000', description: 'A local Plinth (`npm start`).' }],
+      tags,
+      components: {
+        securitySchemes: {
+          metricsToken: {
+            type: 'http',
+            scheme: 'bearer',
+            description: 'The `METRICS_TOKEN` of the installation.',
+          },
+        },
+      },
+    },
+    transform: jsonSchemaTransform,
+    transformObject: jsonSchemaTransformObject,
+  });
+
+  // The UI is served from the package's own files, never a CDN. Its CSP allows exactly its own scripts and
+  // styles (by hash for the inline ones) and nothing from elsewhere.
+  await app.register(swaggerUi, {
+    routePrefix: '/docs',
+    uiConfig: { validatorUrl: null, deepLinking: true },
+    staticCSP: false,
+    transformStaticCSP: () => docsCsp(app),
+  });
+
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+}
+
+function docsCsp(app: FastifyInstance): string {
+  const { script, style } = app.swaggerCSP;
+  return [
+    "default-src 'self'",
+    "base-uri 'self'",
+    "connect-src 'self'",
+    "font-src 'self' data:",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+    "img-src 'self' data:",
+    "object-src 'none'",
+    ['script-src', "'self'", ...script].join(' '),
+    "script-src-attr 'none'",
+    ['style-src', "'self'", ...style].join(' '),
+  ].join('; ');
+}
+
+/** The OpenAPI 3.1 document at `/openapi.json`, generated from the route schemas, and its reference at `/docs`. */
+export const apiDocsPlugin = fp(apiDocs, { name: 'plinth-api-docs' });

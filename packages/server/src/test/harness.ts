@@ -1,0 +1,88 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { type AppOptions, buildApp, type PlinthApp } from '../app.ts';
+import { type Config, loadConfig } from '../config.ts';
+import type { Dialect } from '../db/database.ts';
+import { testPostgresUrl } from './dialects.ts';
+
+/** A database of its own for one test app: a temporary SQLite file, or a fresh PostgreSQL schema. */
+export interface TestDatabase {
+  /** The `DATABASE_URL` that points at it. */
+  url: string;
+  /** The data directory of the test (dev secrets, SQLite file). */
+  dataDir: string;
+  /** Deletes it. */
+  drop(): Promise<void>;
+}
+
+/**
+ * Creates an empty database for one test. On PostgreSQL each test gets its own schema, selected through the
+ * connection's `search_path`, so tests run in parallel without seeing each other's tables.
+ */
+export async function createTestDatabase(dialect: Dialect): Promise<TestDatabase> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'plinth-test-'));
+  const removeDir = () => rmSync(dataDir, { recursive: true, force: true });
+  if (dialect === 'sqlite') {
+    return { url: `sqlite:${join(dataDir, 'plinth.db')}`, dataDir, drop: async () => removeDir() };
+  }
+  if (!testPostgresUrl) throw new Error('PostgreSQL tests need TEST_DATABASE_URL');
+  const schema = `test_${randomBytes(8).toString('hex')}`;
+  await withPgClient((client) => client.query(`create schema ${schema}`));
+  const url = new URL(testPostgresUrl);
+  url.searchParams.set('options', `-c search_path=${schema}`);
+  return {
+    url: url.toString(),
+    dataDir,
+    drop: async () => {
+      await withPgClient((client) => client.query(`drop schema if exists ${schema} cascade`));
+      removeDir();
+    },
+  };
+}
+
+async function withPgClient<T>(work: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: testPostgresUrl });
+  await client.connect();
+  try {
+    return await work(client);
+  } finally {
+    await client.end();
+  }
+}
+
+/** A test configuration: quiet logs, its own data directory and database, everything else at defaults. */
+export function testConfig(database: TestDatabase, env: Record<string, string> = {}): Config {
+  return loadConfig({
+    NODE_ENV: 'test',
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+    DATA_DIR: database.dataDir,
+    DATABASE_URL: database.url,
+    AUTO_MIGRATE: 'true',
+    JWT_SECRET: randomBytes(32).toString('base64url'),
+    ...env,
+  });
+}
+
+export interface TestAppOptions extends AppOptions {
+  /** Extra environment variables, as an operator would set them. */
+  env?: Record<string, string>;
+}
+
+/**
+ * A fully built app on a fresh database of the given dialect, exercised with `app.inject`. Closing the app
+ * drops its database.
+ */
+export async function buildTestApp(dialect: Dialect, options: TestAppOptions = {}): Promise<PlinthApp> {
+  const database = await createTestDatabase(dialect);
+  try {
+    const app = await buildApp(testConfig(database, options.env), options);
+    app.addHook('onClose', async () => database.drop());
+    return app;
+  } catch (error) {
+    await database.drop();
+    throw error;
+  }
+}
