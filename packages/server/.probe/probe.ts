@@ -1,0 +1,37 @@
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { buildTestApp } from '../src/test/harness.ts';
+import { AppError } from '../src/core/errors.ts';
+import { coreErrors } from '@plinth/shared';
+
+const mod: FastifyPluginAsyncZod = async (api) => {
+  api.post('/things', { schema: { body: z.object({ email: z.email(), n: z.number().int() }) } }, async (req) => ({ ok: true, b: req.body }));
+  api.get('/things/:id', { schema: { params: z.object({ id: z.uuid() }), querystring: z.object({ limit: z.coerce.number().int().max(5).optional() }) } }, async () => ({ ok: true }));
+  api.get('/boom', async () => { throw new Error('select * from users where password = 1 -- secret'); });
+  api.get('/apperr', async () => { throw new AppError(coreErrors.NOT_FOUND, { detail: 'Vehicle 42 is gone.' }); });
+  api.get('/badresp', { schema: { response: { 200: z.object({ id: z.string() }) } } }, async () => ({ id: 5 } as unknown as { id: string }));
+  api.post('/anybody', async (req) => ({ got: req.body ?? null }));
+};
+const app = await buildTestApp('sqlite', { modules: [mod as never] });
+const show = async (o: Parameters<typeof app.inject>[0]) => { const r = await app.inject(o); console.log(JSON.stringify(o).slice(0,120), '=>', r.statusCode, r.headers['content-type'], r.headers['x-request-id'], r.body.slice(0, 400)); };
+await show({ method: 'GET', url: '/nope' });
+await show({ method: 'POST', url: '/api/v1/things', headers: { 'content-type': 'application/json' }, payload: '{bad' });
+await show({ method: 'POST', url: '/api/v1/things', headers: { 'content-type': 'application/json' }, payload: '' });
+await show({ method: 'POST', url: '/api/v1/things', payload: { email: 'x', n: 1.5 } });
+await show({ method: 'GET', url: '/api/v1/things/abc?limit=9' });
+await show({ method: 'GET', url: '/api/v1/things/0190a0a0-0000-7000-8000-000000000000?limit=9' });
+await show({ method: 'POST', url: '/api/v1/things', headers: { 'content-type': 'application/json' }, payload: JSON.stringify({ email: 'a@b.co', n: 1, pad: 'x'.repeat(1024*1024 + 10) }) });
+await show({ method: 'POST', url: '/api/v1/things', headers: { 'content-type': 'text/plain' }, payload: 'hello' });
+await show({ method: 'POST', url: '/api/v1/things', headers: { 'content-type': 'application/xml' }, payload: '<a/>' });
+await show({ method: 'POST', url: '/api/v1/anybody', headers: { 'content-type': 'text/plain' }, payload: 'hello' });
+await show({ method: 'GET', url: '/api/v1/boom' });
+await show({ method: 'GET', url: '/api/v1/apperr' });
+await show({ method: 'GET', url: '/api/v1/badresp' });
+await show({ method: 'GET', url: '/health/live', headers: { 'x-request-id': 'abc-123' } });
+await show({ method: 'GET', url: '/health/live', headers: { 'x-request-id': 'a'.repeat(129) } });
+await show({ method: 'GET', url: '/health/live', headers: { 'x-request-id': 'a b' } });
+await show({ method: 'OPTIONS', url: '/health/live', headers: { origin: 'https://evil.com', 'access-control-request-method': 'GET' } });
+const r = await app.inject({ method: 'GET', url: '/health/live' }); console.log(r.headers);
+const d = await app.inject({ method: 'GET', url: '/docs/' }); console.log(d.statusCode, d.headers);
+const d2 = await app.inject({ method: 'GET', url: '/docs' }); console.log(d2.statusCode, d2.headers['location'], d2.headers['content-security-policy']);
+await app.close();

@@ -1,0 +1,87 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const serverRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
+
+/** A server process under load, and how to stop it. */
+export interface BenchServer {
+  readonly url: string;
+  stop(): Promise<void>;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const address = probe.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitUntilUp(url: string, child: ChildProcess): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`server exited with code ${child.exitCode} before answering`);
+    try {
+      if ((await fetch(url)).ok) return;
+    } catch {
+      // Not listening yet.
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`server at ${url} did not come up within 30 s`);
+}
+
+function stopper(child: ChildProcess, cleanup: () => void = () => {}): () => Promise<void> {
+  return () =>
+    new Promise((resolve) => {
+      child.once('exit', () => {
+        cleanup();
+        resolve();
+      });
+      child.kill('SIGTERM');
+    });
+}
+
+/** The bare Fastify baseline. */
+export async function startBaseline(): Promise<BenchServer> {
+  const port = await freePort();
+  const child = spawn(process.execPath, ['--import', 'tsx', join(serverRoot, 'bench/baseline-server.ts'), String(port)], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const url = `http://127.0.0.1:${port}`;
+  await waitUntilUp(`${url}/hello`, child);
+  return { url, stop: stopper(child) };
+}
+
+/**
+ * Plinth as an operator runs it: `plinth serve` in production mode on a fresh SQLite file, logging at `info`
+ * to a discarded stdout (so the cost of writing log lines is included, as in production).
+ */
+export async function startPlinth(env: Record<string, string> = {}): Promise<BenchServer> {
+  const port = await freePort();
+  const dataDir = mkdtempSync(join(tmpdir(), 'plinth-bench-'));
+  const child = spawn(process.execPath, [join(serverRoot, 'bin/plinth.js'), 'serve'], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+    env: {
+      PATH: process.env.PATH,
+      NODE_ENV: 'production',
+      PORT: String(port),
+      DATA_DIR: dataDir,
+      AUTO_MIGRATE: 'true',
+      JWT_SECRET: randomBytes(32).toString('base64url'),
+      ...env,
+    },
+  });
+  const url = `http://127.0.0.1:${port}`;
+  await waitUntilUp(`${url}/health/live`, child);
+  return { url, stop: stopper(child, () => rmSync(dataDir, { recursive: true, force: true })) };
+}
