@@ -29,7 +29,8 @@ export async function freePort(): Promise<number> {
 async function waitUntilUp(url: string, child: ChildProcess): Promise<void> {
   const deadline = Date.now() + 30_000;
   while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`server exited with code ${child.exitCode} before answering`);
+    if (child.exitCode !== null)
+      throw new Error(`server exited with code ${child.exitCode} before answering`);
     try {
       if ((await fetch(url)).ok) return;
     } catch {
@@ -54,9 +55,13 @@ function stopper(child: ChildProcess, cleanup: () => void = () => {}): () => Pro
 /** The bare Fastify baseline. */
 export async function startBaseline(): Promise<BenchServer> {
   const port = await freePort();
-  const child = spawn(process.execPath, ['--import', 'tsx', join(serverRoot, 'bench/baseline-server.ts'), String(port)], {
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', join(serverRoot, 'bench/baseline-server.ts'), String(port)],
+    {
+      stdio: ['ignore', 'ignore', 'inherit'],
+    },
+  );
   const url = `http://127.0.0.1:${port}`;
   await waitUntilUp(`${url}/hello`, child);
   return { url, stop: stopper(child) };

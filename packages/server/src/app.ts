@@ -12,7 +12,7 @@ import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fas
 import type { Redis } from 'ioredis';
 import type { Config, TrustProxy } from './config.ts';
 import { type Clock, systemClock } from './core/clock.ts';
-import { errorHandlingPlugin } from './core/errors.ts';
+import { errorHandlingPlugin, frameworkErrorHandler } from './core/errors.ts';
 import { openRedis } from './core/redis.ts';
 import { requestIdOf } from './core/request-id.ts';
 import { type DatabaseHandle, openDatabase } from './db/database.ts';
@@ -70,6 +70,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     trustProxy: trustProxyOption(config.trustProxy),
     return503OnClosing: true,
     forceCloseConnections: 'idle',
+    // Errors the router raises before any hook runs (malformed URL encoding, over-long parameters).
+    frameworkErrors: frameworkErrorHandler,
   }).withTypeProvider<ZodTypeProvider>();
 
   app.setValidatorCompiler(validatorCompiler);
@@ -143,8 +145,9 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     });
   }
 
-  await app.register(metrics, { metrics: appMetrics, token: config.metricsToken });
+  // The docs plugin records only routes registered after it, so it comes before every route.
   await app.register(apiDocsPlugin, { tags: [observabilityTag] });
+  await app.register(metrics, { metrics: appMetrics, token: config.metricsToken });
   await app.register(healthRoutes, { dialect: database.dialect });
   await app.register(
     async (api) => {

@@ -71,16 +71,46 @@ const integer = (min: number, max: number) =>
 
 const ipOrCidr = /^(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9a-fA-F:]+:[0-9a-fA-F:.]*)(?:\/\d{1,3})?$/;
 
+const POSTGRES_URL = /^postgres(ql)?:\/\//;
+
+const corsOrigins = z
+  .string()
+  .default('')
+  .transform((value, ctx) => {
+    const origins = value
+      .split(',')
+      .map((o) => o.trim())
+      .filter(Boolean);
+    for (const origin of origins) {
+      if (!isOrigin(origin))
+        ctx.addIssue({
+          code: 'custom',
+          message: `"${origin}" is not an origin like https://app.example.com`,
+        });
+    }
+    return origins;
+  });
+
+const trustProxy = z
+  .string()
+  .default('false')
+  .transform((value, ctx): TrustProxy => {
+    const parsed = parseTrustProxy(value);
+    if (parsed !== undefined) return parsed;
+    ctx.addIssue({
+      code: 'custom',
+      message: 'must be true, false, a hop count, or a comma-separated list of IP addresses or CIDRs',
+    });
+    return z.NEVER;
+  });
+
 const EnvSchema = z.object({
   NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
   HOST: z.string().min(1).default('127.0.0.1'),
   PORT: integer(0, 65535).default(3000),
   DATA_DIR: z.string().min(1).default('./data'),
   DATABASE_URL: z.string().min(1).optional(),
-  DATABASE_READ_URL: z
-    .string()
-    .regex(/^postgres(ql)?:\/\//, { error: 'must be a postgres:// URL' })
-    .optional(),
+  DATABASE_READ_URL: z.string().regex(POSTGRES_URL, { error: 'must be a postgres:// URL' }).optional(),
   DATABASE_POOL_MAX: integer(1, 1000).default(10),
   AUTO_MIGRATE: booleanString.optional(),
   REDIS_URL: z
@@ -89,13 +119,28 @@ const EnvSchema = z.object({
     .optional(),
   LOG_LEVEL: z.enum(LOG_LEVELS).default('info'),
   LOG_FORMAT: z.enum(['json', 'pretty']).optional(),
-  CORS_ORIGINS: z.string().default(''),
+  CORS_ORIGINS: corsOrigins,
   BODY_LIMIT_BYTES: integer(1, 1024 * 1024 * 1024).default(1024 * 1024),
-  TRUST_PROXY: z.string().default('false'),
+  TRUST_PROXY: trustProxy,
   JWT_SECRET: z.string().min(32, { error: 'must be at least 32 characters' }).optional(),
   METRICS_TOKEN: z.string().min(16, { error: 'must be at least 16 characters' }).optional(),
   SHUTDOWN_TIMEOUT_MS: integer(0, 600_000).default(10_000),
 });
+
+/**
+ * Rules between variables, checked on the raw values so that they are reported together with every other
+ * problem, even when some variable is invalid on its own.
+ */
+function crossVariableProblems(env: Record<string, string>): string[] {
+  const problems: string[] = [];
+  if (env.DATABASE_READ_URL !== undefined && !POSTGRES_URL.test(env.DATABASE_URL ?? '')) {
+    problems.push('DATABASE_READ_URL: read replicas need DATABASE_URL to point at PostgreSQL');
+  }
+  if (env.NODE_ENV === 'production' && env.JWT_SECRET === undefined) {
+    problems.push('JWT_SECRET: is required when NODE_ENV=production');
+  }
+  return problems;
+}
 
 /**
  * Parses and validates the configuration.
@@ -104,49 +149,28 @@ const EnvSchema = z.object({
  */
 export function loadConfig(env: Record<string, string | undefined> = processEnvWithDotEnv()): Config {
   // An empty variable means "not set", as operators expect from `FOO= plinth serve`.
-  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const present = Object.fromEntries(
+    Object.entries(env).filter(
+      (entry): entry is [string, string] => entry[1] !== undefined && entry[1] !== '',
+    ),
+  );
   const parsed = EnvSchema.safeParse(present);
-  if (!parsed.success) {
-    throw new ConfigError(
-      `Invalid configuration:\n${parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`).join('\n')}`,
-    );
+  const problems = [
+    ...(parsed.success ? [] : parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`)),
+    ...crossVariableProblems(present),
+  ];
+  if (!parsed.success || problems.length > 0) {
+    throw new ConfigError(`Invalid configuration:\n${problems.map((p) => `  ${p}`).join('\n')}`);
   }
   const e = parsed.data;
-  const problems: string[] = [];
-  const fail = (name: string, message: string) => problems.push(`  ${name}: ${message}`);
-
   const dataDir = resolve(e.DATA_DIR);
   const database = parseDatabaseUrl(
     e.DATABASE_URL ?? join(e.DATA_DIR, 'plinth.db'),
     e.DATABASE_READ_URL,
     e.DATABASE_POOL_MAX,
   );
-  if (database.dialect === 'sqlite' && e.DATABASE_READ_URL) {
-    fail('DATABASE_READ_URL', 'read replicas need DATABASE_URL to point at PostgreSQL');
-  }
-
-  const corsOrigins = e.CORS_ORIGINS.split(',')
-    .map((o) => o.trim())
-    .filter(Boolean);
-  for (const origin of corsOrigins) {
-    if (!isOrigin(origin)) fail('CORS_ORIGINS', `"${origin}" is not an origin like https://app.example.com`);
-  }
-
-  const trustProxy = parseTrustProxy(e.TRUST_PROXY);
-  if (trustProxy === undefined) {
-    fail(
-      'TRUST_PROXY',
-      'must be true, false, a hop count, or a comma-separated list of IP addresses or CIDRs',
-    );
-  }
-
-  let jwtSecret = e.JWT_SECRET;
-  if (!jwtSecret) {
-    if (e.NODE_ENV === 'production') fail('JWT_SECRET', 'is required when NODE_ENV=production');
-    else jwtSecret = developmentSecret(dataDir, 'JWT_SECRET');
-  }
-
-  if (problems.length > 0) throw new ConfigError(`Invalid configuration:\n${problems.join('\n')}`);
+  // Only once everything else is valid: a refused configuration must not leave a secrets file behind.
+  const jwtSecret = e.JWT_SECRET ?? developmentSecret(dataDir, 'JWT_SECRET');
 
   return deepFreeze({
     env: e.NODE_ENV,
@@ -160,10 +184,10 @@ export function loadConfig(env: Record<string, string | undefined> = processEnvW
       level: e.LOG_LEVEL,
       pretty: (e.LOG_FORMAT ?? (e.NODE_ENV === 'development' ? 'pretty' : 'json')) === 'pretty',
     },
-    corsOrigins,
+    corsOrigins: e.CORS_ORIGINS,
     bodyLimitBytes: e.BODY_LIMIT_BYTES,
-    trustProxy: trustProxy ?? false,
-    jwtSecret: jwtSecret ?? '',
+    trustProxy: e.TRUST_PROXY,
+    jwtSecret,
     metricsToken: e.METRICS_TOKEN,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
   });
@@ -171,7 +195,7 @@ export function loadConfig(env: Record<string, string | undefined> = processEnvW
 
 /** `postgres://…` selects PostgreSQL; `sqlite:<path>` or a plain file path selects SQLite. */
 function parseDatabaseUrl(value: string, readUrl: string | undefined, poolMax: number): DatabaseConfig {
-  if (/^postgres(ql)?:\/\//.test(value)) return { dialect: 'postgres', url: value, readUrl, poolMax };
+  if (POSTGRES_URL.test(value)) return { dialect: 'postgres', url: value, readUrl, poolMax };
   const path = value.startsWith('sqlite:') ? value.slice('sqlite:'.length) : value;
   return { dialect: 'sqlite', path: isAbsolute(path) ? path : resolve(path) };
 }
@@ -200,14 +224,29 @@ function isOrigin(value: string): boolean {
  */
 function developmentSecret(dataDir: string, name: string): string {
   const file = join(dataDir, 'secrets.json');
-  const secrets: Record<string, string> = existsSync(file) ? JSON.parse(readFileSync(file, 'utf8')) : {};
+  const secrets = existsSync(file) ? readSecrets(file, name) : {};
   const existing = secrets[name];
-  if (existing) return existing;
+  if (typeof existing === 'string' && existing.length > 0) return existing;
   const secret = randomBytes(32).toString('base64url');
   mkdirSync(dataDir, { recursive: true });
+  // `mode` applies only when the file is created; an existing file is narrowed before the secret is written.
+  if (existsSync(file)) chmodSync(file, 0o600);
   writeFileSync(file, `${JSON.stringify({ ...secrets, [name]: secret }, null, 2)}\n`, { mode: 0o600 });
-  chmodSync(file, 0o600);
   return secret;
+}
+
+function readSecrets(file: string, name: string): Record<string, unknown> {
+  try {
+    const secrets: unknown = JSON.parse(readFileSync(file, 'utf8'));
+    if (secrets && typeof secrets === 'object' && !Array.isArray(secrets))
+      return secrets as Record<string, unknown>;
+  } catch {
+    // Reported below, like a file that parses to something other than an object.
+  }
+  // Silently replacing the file would sign everyone out and lose any other secret in it; the operator decides.
+  throw new ConfigError(
+    `Invalid configuration:\n  ${name}: not set, and ${file} (where development secrets are kept) is not a JSON object; fix or delete it`,
+  );
 }
 
 function processEnvWithDotEnv(): Record<string, string | undefined> {

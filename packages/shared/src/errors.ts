@@ -32,6 +32,11 @@ export const coreErrors = defineErrors({
   INVALID_JSON: { status: 400, title: 'The request body is not valid JSON.' },
   VALIDATION_FAILED: { status: 400, title: 'The request does not match the expected schema.' },
   INVALID_CURSOR: { status: 400, title: 'The pagination cursor is invalid for this list.' },
+  /**
+   * A client error with no more specific code, e.g. from a Fastify plugin; the response's `status` is the one
+   * the refusing component chose (403, 405, 414, 429, …).
+   */
+  REQUEST_REFUSED: { status: 400, title: 'The request was refused.' },
   UNAUTHENTICATED: { status: 401, title: 'Authentication is required.' },
   NOT_FOUND: { status: 404, title: 'Nothing exists at this address.' },
   PAYLOAD_TOO_LARGE: { status: 413, title: 'The request body is too large.' },

@@ -42,7 +42,7 @@ export class AppError extends Error {
   }
 }
 
-/** Fastify's own 4xx errors, mapped onto Plinth's catalogue. Anything not listed here with a 4xx status is BAD_REQUEST. */
+/** Fastify's own client errors, mapped onto Plinth's catalogue by their code. */
 const fastifyCodes: Record<string, ErrorDefinition> = {
   FST_ERR_CTP_INVALID_JSON_BODY: coreErrors.INVALID_JSON,
   FST_ERR_CTP_EMPTY_JSON_BODY: coreErrors.INVALID_JSON,
@@ -50,11 +50,49 @@ const fastifyCodes: Record<string, ErrorDefinition> = {
   FST_ERR_CTP_INVALID_MEDIA_TYPE: coreErrors.UNSUPPORTED_MEDIA_TYPE,
 };
 
+/**
+ * Fastify's router errors, whose own messages echo the attacker-chosen path; the client gets a fixed detail
+ * instead (the path is in the log line of the request).
+ */
+const routerErrors: Record<string, { definition: ErrorDefinition; detail: string }> = {
+  FST_ERR_BAD_URL: { definition: coreErrors.BAD_REQUEST, detail: 'The URL is not validly percent-encoded.' },
+  FST_ERR_MAX_PARAM_LENGTH: {
+    definition: { ...coreErrors.REQUEST_REFUSED, status: 414 },
+    detail: 'A path segment of the URL is too long.',
+  },
+};
+
+/** The catalogue entry for a client error status that no more specific mapping covers. */
+function clientErrorDefinition(status: number): ErrorDefinition {
+  switch (status) {
+    case 400:
+      return coreErrors.BAD_REQUEST;
+    case 401:
+      return coreErrors.UNAUTHENTICATED;
+    case 404:
+      return coreErrors.NOT_FOUND;
+    case 413:
+      return coreErrors.PAYLOAD_TOO_LARGE;
+    case 415:
+      return coreErrors.UNSUPPORTED_MEDIA_TYPE;
+    default:
+      // The status is the component's decision (a 429 must stay a 429 so clients back off); keep it.
+      return { ...coreErrors.REQUEST_REFUSED, status };
+  }
+}
+
+/** Request parts as clients name them in `errors[].path`; Fastify calls the query string `querystring`. */
+const requestParts: Record<string, string> = { querystring: 'query' };
+
 /** Turns anything thrown while handling a request into the AppError the client is shown. */
 export function toAppError(error: unknown): AppError {
   if (error instanceof AppError) return error;
+  // `throw null` or `throw 'text'` is a bug like any other; it must not break the handler that reports it.
+  if (typeof error !== 'object' || error === null)
+    return new AppError(coreErrors.INTERNAL_ERROR, { cause: error });
   if (hasZodFastifySchemaValidationErrors(error)) {
-    const part = (error as FastifyError).validationContext ?? 'body';
+    const context = (error as FastifyError).validationContext ?? 'body';
+    const part = requestParts[context] ?? context;
     return new AppError(coreErrors.VALIDATION_FAILED, {
       errors: error.validation.map((issue) => ({
         path: [part, ...issue.instancePath.split('/').filter(Boolean)].join('.'),
@@ -63,16 +101,16 @@ export function toAppError(error: unknown): AppError {
     });
   }
   const fastifyError = error as Partial<FastifyError>;
-  if (fastifyError.code && fastifyCodes[fastifyError.code]) {
-    const definition = fastifyCodes[fastifyError.code] as ErrorDefinition;
-    return new AppError(definition, { detail: fastifyError.message });
-  }
+  const routerError = fastifyError.code ? routerErrors[fastifyError.code] : undefined;
+  if (routerError) return new AppError(routerError.definition, { detail: routerError.detail });
+  const definition = fastifyError.code ? fastifyCodes[fastifyError.code] : undefined;
+  if (definition) return new AppError(definition, { detail: fastifyError.message });
   if (error instanceof SyntaxError && fastifyError.statusCode === 400) {
     return new AppError(coreErrors.INVALID_JSON, { detail: error.message });
   }
   const status = fastifyError.statusCode;
   if (typeof status === 'number' && status >= 400 && status < 500) {
-    return new AppError(coreErrors.BAD_REQUEST, { detail: fastifyError.message });
+    return new AppError(clientErrorDefinition(status), { detail: fastifyError.message });
   }
   return new AppError(coreErrors.INTERNAL_ERROR, { cause: error });
 }
@@ -116,6 +154,23 @@ async function errorHandling(app: FastifyInstance): Promise<void> {
       new AppError(coreErrors.NOT_FOUND, { detail: 'No route matches this method and path.' }),
     ),
   );
+}
+
+/**
+ * Fastify's `frameworkErrors` option: renders the errors its router raises before any hook runs (a URL that is
+ * not validly percent-encoded, an over-long path parameter) as problem+json like every other error. Those
+ * requests skip the `onRequest` hooks, so the request id and `nosniff` headers are set here.
+ */
+export function frameworkErrorHandler(
+  error: FastifyError,
+  request: FastifyRequest,
+  reply: FastifyReply,
+): void {
+  const appError = toAppError(error);
+  if (appError.status >= 500) request.log.error({ err: error }, 'request failed');
+  else request.log.debug({ code: appError.code, path: request.url }, 'request refused by the router');
+  reply.header('x-request-id', request.id).header('x-content-type-options', 'nosniff');
+  sendProblem(reply, appError);
 }
 
 /** Renders every error (thrown, validation, unknown route) as RFC 9457 problem+json with the request id. */

@@ -2,6 +2,7 @@ import { coreErrors, ListQuery } from '@plinth/shared';
 import { type SelectQueryBuilder, sql } from 'kysely';
 import { z } from 'zod';
 import { AppError } from './errors.ts';
+import { isId } from './ids.ts';
 
 /**
  * Cursor (keyset) pagination, whitelisted sorting and equality filters for any list endpoint.
@@ -20,7 +21,10 @@ export interface ListSpec<Sort extends string, Filters extends z.ZodRawShape> {
   filters?: Filters;
   /** API filter name → column it is compared with (equality). */
   filterColumns?: Record<keyof Filters, string>;
-  /** The unique column that breaks ties; `id` by default. */
+  /**
+   * The unique column that breaks ties; by default `id`, which by Plinth's convention holds UUIDs, so a cursor
+   * whose id is not a UUID is refused without a query.
+   */
   idColumn?: string;
 }
 
@@ -48,7 +52,7 @@ function encodeCursor(sort: string, value: unknown, id: unknown): string {
   return Buffer.from(JSON.stringify([sort, value, id])).toString('base64url');
 }
 
-function decodeCursor(cursor: string, sort: string): [value: string | number, id: string] {
+function decodeCursor(cursor: string, sort: string, uuidIds: boolean): [value: string | number, id: string] {
   let parsed: z.infer<typeof CursorPayload>;
   try {
     parsed = CursorPayload.parse(JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')));
@@ -60,7 +64,21 @@ function decodeCursor(cursor: string, sort: string): [value: string | number, id
       detail: 'The cursor belongs to a list with a different sort.',
     });
   }
+  if (uuidIds && !isId(parsed[2])) {
+    throw new AppError(coreErrors.INVALID_CURSOR, { detail: 'The cursor is malformed.' });
+  }
   return [parsed[1], parsed[2]];
+}
+
+/**
+ * Whether `error` is PostgreSQL refusing a value for its column's type (SQLSTATE class 22, "data exception",
+ * e.g. `invalid input syntax for type integer`). Cursors are not signed, so a client can edit the sort value
+ * in one; PostgreSQL then refuses it, while SQLite compares across types by its fixed storage-class order and
+ * simply answers a page.
+ */
+function isDataException(error: unknown): boolean {
+  const code = typeof error === 'object' && error !== null ? (error as { code?: unknown }).code : undefined;
+  return typeof code === 'string' && code.startsWith('22');
 }
 
 function rowKey(column: string): string {
@@ -90,7 +108,7 @@ export async function paginate<DB, TB extends keyof DB, Row extends Record<strin
   }
 
   if (params.cursor) {
-    const [value, id] = decodeCursor(params.cursor, params.sort);
+    const [value, id] = decodeCursor(params.cursor, params.sort, spec.idColumn === undefined);
     const op = descending ? '<' : '>';
     q = q.where((eb) =>
       eb.or([
@@ -105,7 +123,16 @@ export async function paginate<DB, TB extends keyof DB, Row extends Record<strin
     .orderBy(sql.ref(column), direction)
     .orderBy(sql.ref(idColumn), direction)
     .limit(params.limit + 1)
-    .execute();
+    .execute()
+    .catch((error: unknown) => {
+      if (params.cursor && isDataException(error)) {
+        throw new AppError(coreErrors.INVALID_CURSOR, {
+          detail: 'The cursor does not fit this list.',
+          cause: error,
+        });
+      }
+      throw error;
+    });
 
   const data = rows.slice(0, params.limit) as Row[];
   const last = data.at(-1);

@@ -107,18 +107,50 @@ function openPool(connectionString: string, max: number, log: FastifyBaseLogger)
     types: {
       getTypeParser: ((oid: number, format?: 'text' | 'binary') => {
         if (oid === INT8) return (v: string) => Number(v);
-        if (oid === TIMESTAMPTZ) return (v: string) => new Date(v).toISOString();
-        if (oid === TIMESTAMP) return (v: string) => new Date(`${v}Z`).toISOString();
+        if (oid === TIMESTAMPTZ) return isoTimestamp;
+        if (oid === TIMESTAMP) return (v: string) => isoTimestamp(`${v}+00`);
         return pg.types.getTypeParser(oid, format);
       }) as typeof pg.types.getTypeParser,
     },
   });
-  // An idle client whose server went away emits 'error' on the pool; without a listener that would crash the
-  // process. The next query fails (and /health/ready says so) until the database is back.
-  pool.on('error', (err) => log.warn({ err }, 'idle database connection failed'));
+  // A client whose server goes away (a restart, a failover, a network cut) emits 'error'. pg-pool listens only
+  // while the client is idle in the pool; a client checked out for a query has no listener, and an unhandled
+  // 'error' event would crash the process. Every client therefore gets its own listener for its whole life:
+  // the query it was running fails on its own, the pool discards the broken client on release, and the next
+  // query opens a fresh connection (until then /health/ready says the database is down).
+  pool.on('connect', (client) => {
+    client.on('error', (err) => log.warn({ err }, 'database connection lost'));
+  });
+  // The pool re-emits an idle client's error, already logged by the client's own listener above; a pool
+  // 'error' without a listener would crash the process too.
+  pool.on('error', () => {});
   return pool;
 }
 
+const parseTimestamptz = pg.types.getTypeParser(TIMESTAMPTZ, 'text') as (value: string) => unknown;
+
+/**
+ * A PostgreSQL timestamp as Plinth's ISO-8601 UTC string. PostgreSQL prints it in the session's time zone
+ * (`2026-11-22 02:23:45.678+01`, or `1890-01-01 00:19:32+00:19:32` for local mean time), which `new Date()`
+ * does not reliably parse, so pg's own parser reads it. `infinity` and anything else that is not a point in
+ * time is returned as PostgreSQL printed it rather than failing the whole query.
+ */
+function isoTimestamp(value: string): string {
+  const parsed = parseTimestamptz(value);
+  return parsed instanceof Date && !Number.isNaN(parsed.getTime()) ? parsed.toISOString() : value;
+}
+
+const QUERY_KINDS: Record<string, string> = {
+  SelectQueryNode: 'select',
+  InsertQueryNode: 'insert',
+  UpdateQueryNode: 'update',
+  DeleteQueryNode: 'delete',
+};
+
+/**
+ * The `kind` label of a query: `select`, `insert`, `update`, `delete`, or `other` for everything else (raw SQL,
+ * schema changes, merges), so the label has a small fixed set of values whatever SQL the server runs.
+ */
 function queryKind(nodeKind: string): string {
-  return nodeKind.replace(/QueryNode$/, '').toLowerCase() || 'other';
+  return QUERY_KINDS[nodeKind] ?? 'other';
 }

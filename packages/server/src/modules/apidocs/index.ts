@@ -34,7 +34,7 @@ async function apiDocs(app: FastifyInstance, { tags }: ApiDocsOptions): Promise<
       },
     },
     transform: jsonSchemaTransform,
-    transformObject: jsonSchemaTransformObject,
+    transformObject: (documentObject) => withoutUnusedSchemas(jsonSchemaTransformObject(documentObject)),
   });
 
   // The UI is served from the package's own files, never a CDN. Its CSP allows exactly its own scripts and
@@ -47,6 +47,38 @@ async function apiDocs(app: FastifyInstance, { tags }: ApiDocsOptions): Promise<
   });
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+}
+
+/**
+ * The document without component schemas that nothing references. The Zod type provider publishes every schema
+ * that has an id twice, as read (`<Id>`) and as written (`<Id>Input`), whether or not a route uses it that
+ * way; an unused component is noise in the reference and in a generated client.
+ */
+function withoutUnusedSchemas<T extends object>(document: T): T {
+  const { components } = document as { components?: { schemas?: Record<string, unknown> } };
+  const schemas = components?.schemas;
+  if (!schemas) return document;
+  const prefix = '#/components/schemas/';
+  const used = new Set<string>();
+  // Everything but the schemas is a root; a schema is used when a root or a used schema refers to it.
+  const pending: unknown[] = [{ ...document, components: { ...components, schemas: undefined } }];
+  while (pending.length > 0) {
+    const node = pending.pop();
+    if (Array.isArray(node)) pending.push(...node);
+    else if (node && typeof node === 'object') {
+      for (const [key, value] of Object.entries(node)) {
+        if (key === '$ref' && typeof value === 'string' && value.startsWith(prefix)) {
+          const name = value.slice(prefix.length);
+          if (!used.has(name)) {
+            used.add(name);
+            pending.push(schemas[name]);
+          }
+        } else pending.push(value);
+      }
+    }
+  }
+  for (const name of Object.keys(schemas)) if (!used.has(name)) delete schemas[name];
+  return document;
 }
 
 function docsCsp(app: FastifyInstance): string {

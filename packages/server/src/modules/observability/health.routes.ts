@@ -1,6 +1,7 @@
 import { coreErrors, Problem, problemType } from '@plinth/shared';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import { jsonResponse, problemResponse, problemResponses } from '../../core/responses.ts';
 import { VERSION } from '../../core/version.ts';
 import type { DatabaseHandle, Dialect } from '../../db/database.ts';
 import type { CheckResult } from './health.ts';
@@ -67,7 +68,7 @@ export const healthRoutes: FastifyPluginAsyncZod<{ dialect: Dialect }> = async (
         summary: 'Liveness',
         description: 'Answers 200 while the process is running and serving HTTP. Checks nothing else.',
         operationId: 'getLiveness',
-        response: { 200: Live, 500: Problem },
+        response: { 200: jsonResponse(Live, 'The process is alive.'), ...problemResponses() },
       },
     },
     async () => ({ status: 'ok' as const }),
@@ -82,7 +83,11 @@ export const healthRoutes: FastifyPluginAsyncZod<{ dialect: Dialect }> = async (
         description:
           'Answers 200 when this replica can serve traffic (database reachable, migrations current, …) and 503 naming the failing checks when it cannot.',
         operationId: 'getReadiness',
-        response: { 200: Ready, 503: NotReady, 500: Problem },
+        response: {
+          200: jsonResponse(Ready, 'Ready to serve traffic; `status` is `degraded` when a check reports so.'),
+          503: problemResponse('Not ready: `checks` names the failing checks.', NotReady),
+          ...problemResponses(),
+        },
       },
     },
     async (request, reply) => {
@@ -117,7 +122,7 @@ export const healthRoutes: FastifyPluginAsyncZod<{ dialect: Dialect }> = async (
         description:
           'Version, uptime, database dialect and latency, memory use and every readiness check. Always 200; read `status`.',
         operationId: 'getHealthReport',
-        response: { 200: HealthReport, 500: Problem },
+        response: { 200: jsonResponse(HealthReport, 'The health report.'), ...problemResponses() },
       },
     },
     async () => {

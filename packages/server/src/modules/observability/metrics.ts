@@ -47,8 +47,10 @@ export function createMetrics(): Metrics {
   };
 }
 
+/** Whether an `Authorization` header carries `token` as a bearer token (the scheme name is case-insensitive). */
 function bearerMatches(header: string | undefined, token: string): boolean {
-  const presented = Buffer.from(header?.startsWith('Bearer ') ? header.slice('Bearer '.length) : '');
+  const match = /^bearer +(\S+) *$/i.exec(header ?? '');
+  const presented = Buffer.from(match?.[1] ?? '');
   const expected = Buffer.from(token);
   return presented.length === expected.length && timingSafeEqual(presented, expected);
 }
@@ -66,7 +68,9 @@ const metricsRoutes: FastifyPluginAsyncZod<{ metrics: Metrics; token: string | u
           'Process, HTTP and database metrics in the Prometheus text exposition format. Requires `Authorization: Bearer <METRICS_TOKEN>` when that variable is set.',
         operationId: 'getMetrics',
         tags: ['Observability'],
-        security: token ? [{ metricsToken: [] }] : [],
+        // The document describes the API, not one installation's settings (and must not reveal them): the
+        // token is required where METRICS_TOKEN is set and not otherwise, so both alternatives are listed.
+        security: [{ metricsToken: [] }, {}],
         response: {
           200: {
             description: 'Metrics in the Prometheus text exposition format (version 0.0.4).',
@@ -78,7 +82,11 @@ const metricsRoutes: FastifyPluginAsyncZod<{ metrics: Metrics; token: string | u
     },
     async (request, reply) => {
       if (token && !bearerMatches(request.headers.authorization, token)) {
-        throw new AppError(coreErrors.UNAUTHENTICATED, { detail: 'A valid metrics token is required.' });
+        // RFC 9110 §11.6.1: a 401 names the scheme the client must use.
+        throw new AppError(coreErrors.UNAUTHENTICATED, {
+          detail: 'A valid metrics token is required.',
+          headers: { 'www-authenticate': 'Bearer realm="metrics"' },
+        });
       }
       reply.type(metrics.registry.contentType);
       return metrics.registry.metrics();
