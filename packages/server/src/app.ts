@@ -1,5 +1,4 @@
 import cors from '@fastify/cors';
-import helmet from '@fastify/helmet';
 import Fastify, {
   type FastifyBaseLogger,
   type FastifyInstance,
@@ -15,6 +14,7 @@ import { type Clock, systemClock } from './core/clock.ts';
 import { errorHandlingPlugin, frameworkErrorHandler } from './core/errors.ts';
 import { openRedis } from './core/redis.ts';
 import { requestIdOf } from './core/request-id.ts';
+import { securityHeadersPlugin } from './core/security-headers.ts';
 import { type DatabaseHandle, openDatabase } from './db/database.ts';
 import { migrateToLatest, migrationStatus } from './db/migrate.ts';
 import { apiDocsPlugin } from './modules/apidocs/index.ts';
@@ -101,27 +101,10 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
 
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
-    // HSTS only means something over TLS (directly or behind a trusted TLS-terminating proxy).
-    if (request.protocol === 'https')
-      reply.header('strict-transport-security', 'max-age=31536000; includeSubDomains');
   });
 
   await app.register(errorHandlingPlugin);
-  await app.register(helmet, {
-    // An API answers JSON: nothing in a response may load, run, frame or submit anything. /docs sets its own.
-    contentSecurityPolicy: {
-      useDefaults: false,
-      directives: {
-        defaultSrc: ["'none'"],
-        baseUri: ["'none'"],
-        formAction: ["'none'"],
-        frameAncestors: ["'none'"],
-      },
-    },
-    frameguard: { action: 'deny' },
-    referrerPolicy: { policy: 'no-referrer' },
-    hsts: false,
-  });
+  await app.register(securityHeadersPlugin);
   if (config.corsOrigins.length > 0) {
     await app.register(cors, { origin: [...config.corsOrigins], credentials: true, maxAge: 600 });
   }
