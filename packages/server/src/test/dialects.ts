@@ -11,3 +11,14 @@ export const testRedisUrl: string | undefined = process.env.REDIS_URL || undefin
 
 /** Every dialect the database tests run on: SQLite always, PostgreSQL when `TEST_DATABASE_URL` is set. */
 export const testDialects: Dialect[] = testPostgresUrl ? ['sqlite', 'postgres'] : ['sqlite'];
+
+/**
+ * The prefix of this run's PostgreSQL test schemas, `test_<run id>_`. The global setup picks the run id and
+ * drops the run's schemas when it ends; worker processes inherit it through the environment.
+ */
+export function testSchemaPrefix(): string {
+  const run = process.env.PLINTH_TEST_RUN;
+  if (!run)
+    throw new Error('PLINTH_TEST_RUN is not set: run the tests through vitest (its global setup sets it)');
+  return `test_${run}_`;
+}

@@ -1,14 +1,19 @@
+import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { testPostgresUrl } from './dialects.ts';
+import { testPostgresUrl, testSchemaPrefix } from './dialects.ts';
 
-/** Says once, at the start of `npm test`, which dialects the database tests run on. */
-export default async function setup(): Promise<void> {
+/**
+ * Says once, at the start of `npm test`, which dialects the database tests run on; on PostgreSQL, names this run
+ * (its test schemas share the prefix) and returns the teardown that drops them.
+ */
+export default async function setup(): Promise<(() => Promise<void>) | undefined> {
+  process.env.PLINTH_TEST_RUN = randomBytes(4).toString('hex');
   if (!testPostgresUrl) {
     console.log(
       '\n[plinth] PostgreSQL suite SKIPPED: TEST_DATABASE_URL is not set, so database tests run on SQLite only.\n' +
         '         Set TEST_DATABASE_URL=postgres://… to run every database test on PostgreSQL as well (CI does).\n',
     );
-    return;
+    return undefined;
   }
   // Fail the whole run at once, with a clear message, rather than every PostgreSQL test separately.
   const client = new pg.Client({ connectionString: testPostgresUrl, connectionTimeoutMillis: 5000 });
@@ -21,4 +26,19 @@ export default async function setup(): Promise<void> {
     await client.end().catch(() => {});
   }
   console.log('\n[plinth] Database tests run on SQLite and on PostgreSQL (TEST_DATABASE_URL).\n');
+  return dropRunSchemas;
+}
+
+async function dropRunSchemas(): Promise<void> {
+  const client = new pg.Client({ connectionString: testPostgresUrl });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ name: string }>(
+      'select nspname as name from pg_namespace where starts_with(nspname, $1)',
+      [testSchemaPrefix()],
+    );
+    for (const { name } of rows) await client.query(`drop schema if exists "${name}" cascade`);
+  } finally {
+    await client.end().catch(() => {});
+  }
 }

@@ -6,7 +6,7 @@ import pg from 'pg';
 import { type AppOptions, buildApp, type PlinthApp } from '../app.ts';
 import { type Config, loadConfig } from '../config.ts';
 import type { Dialect } from '../db/database.ts';
-import { testPostgresUrl } from './dialects.ts';
+import { testPostgresUrl, testSchemaPrefix } from './dialects.ts';
 
 /** A database of its own for one test app: a temporary SQLite file, or a fresh PostgreSQL schema. */
 export interface TestDatabase {
@@ -29,18 +29,13 @@ export async function createTestDatabase(dialect: Dialect): Promise<TestDatabase
     return { url: `sqlite:${join(dataDir, 'plinth.db')}`, dataDir, drop: async () => removeDir() };
   }
   if (!testPostgresUrl) throw new Error('PostgreSQL tests need TEST_DATABASE_URL');
-  const schema = `test_${randomBytes(8).toString('hex')}`;
+  const schema = `${testSchemaPrefix()}${randomBytes(8).toString('hex')}`;
   await withPgClient((client) => client.query(`create schema ${schema}`));
   const url = new URL(testPostgresUrl);
   url.searchParams.set('options', `-c search_path=${schema}`);
-  return {
-    url: url.toString(),
-    dataDir,
-    drop: async () => {
-      await withPgClient((client) => client.query(`drop schema if exists ${schema} cascade`));
-      removeDir();
-    },
-  };
+  // The schema itself is dropped when the whole run ends (global-setup.ts): dropping it now, while another test
+  // file's migrator is introspecting the catalog, makes that migrator fail with "schema does not exist".
+  return { url: url.toString(), dataDir, drop: async () => removeDir() };
 }
 
 async function withPgClient<T>(work: (client: pg.Client) => Promise<T>): Promise<T> {
