@@ -1,52 +1,35 @@
 import autocannon from 'autocannon';
+import { argon2VerifyRate, authWorkloads } from './auth.workloads.ts';
 import { type BenchServer, startBaseline, startPlinth } from './servers.ts';
+import { connections, durationSeconds, type Figures, type Measurement, type Workload } from './workload.ts';
 
 /**
  * `npm run bench`: drives the baseline and Plinth with autocannon, one workload after another, and prints
- * requests per second and latency percentiles side by side. Figures from one run are comparable with each
- * other, not with another machine's. Later issues add their workloads to `workloads`.
+ * throughput and latency percentiles side by side. Figures from one run are comparable with each other, not
+ * with another machine's. Each issue adds its workloads to `workloads`.
  *
  * Environment: BENCH_DURATION (seconds per workload, default 10), BENCH_CONNECTIONS (default 50).
  */
-const durationSeconds = Number(process.env.BENCH_DURATION ?? 10);
-const connections = Number(process.env.BENCH_CONNECTIONS ?? 50);
+const get = (path: string) => async () => ({ path });
 
-interface Workload {
-  name: string;
-  /** The server this workload runs against. */
-  server: 'baseline' | 'plinth';
-  path: string;
-  method?: 'GET' | 'POST';
-  headers?: Record<string, string>;
-  body?: string;
-}
-
-const workloads: Workload[] = [
-  { name: 'baseline: bare Fastify GET /hello', server: 'baseline', path: '/hello' },
-  { name: 'plinth: GET /health/live', server: 'plinth', path: '/health/live' },
+const workloads: (Workload | Measurement)[] = [
+  { name: 'baseline: bare Fastify GET /hello', server: 'baseline', prepare: get('/hello') },
+  { name: 'plinth: GET /health/live', server: 'plinth', prepare: get('/health/live') },
+  argon2VerifyRate,
+  ...authWorkloads,
 ];
 
-interface Figures {
-  name: string;
-  requestsPerSecond: number;
-  p50Ms: number;
-  p99Ms: number;
-  non2xx: number;
-  errors: number;
-}
-
 async function drive(server: BenchServer, workload: Workload): Promise<Figures> {
+  const { path, ...options } = await workload.prepare(server);
   const result = await autocannon({
-    url: `${server.url}${workload.path}`,
-    method: workload.method ?? 'GET',
-    headers: workload.headers,
-    body: workload.body,
+    ...options,
+    url: `${server.url}${path}`,
     connections,
     duration: durationSeconds,
   });
   return {
     name: workload.name,
-    requestsPerSecond: Math.round(result.requests.average),
+    rate: Math.round(result.requests.average),
     p50Ms: result.latency.p50,
     p99Ms: result.latency.p99,
     non2xx: result.non2xx,
@@ -55,14 +38,14 @@ async function drive(server: BenchServer, workload: Workload): Promise<Figures> 
 }
 
 function printTable(rows: Figures[]): void {
-  const baseline = rows.find((r) => r.name.startsWith('baseline'))?.requestsPerSecond ?? 0;
+  const baseline = rows.find((r) => r.name.startsWith('baseline'))?.rate ?? 0;
   const header = ['workload', 'req/s', 'p50 ms', 'p99 ms', 'vs baseline', 'non-2xx', 'errors'];
   const lines = rows.map((r) => [
     r.name,
-    String(r.requestsPerSecond),
-    String(r.p50Ms),
-    String(r.p99Ms),
-    baseline ? `${Math.round((r.requestsPerSecond / baseline) * 100)} %` : '-',
+    String(r.rate),
+    r.p50Ms === undefined ? '-' : String(r.p50Ms),
+    r.p99Ms === undefined ? '-' : String(r.p99Ms),
+    baseline ? `${((r.rate / baseline) * 100).toFixed(1)} %` : '-',
     String(r.non2xx),
     String(r.errors),
   ]);
@@ -73,15 +56,19 @@ function printTable(rows: Figures[]): void {
   console.log(`\n${connections} connections, ${durationSeconds} s per workload, Node ${process.version}.`);
 }
 
-const servers: Record<Workload['server'], BenchServer> = {
-  baseline: await startBaseline(),
-  plinth: await startPlinth(),
-};
+const baseline = await startBaseline();
+const plinth = await startPlinth({ REQUIRE_EMAIL_VERIFICATION: 'false' }).catch(async (error: unknown) => {
+  await baseline.stop();
+  throw error;
+});
+const servers: Record<Workload['server'], BenchServer> = { baseline, plinth };
 try {
   const rows: Figures[] = [];
   for (const workload of workloads) {
     process.stderr.write(`running ${workload.name} …\n`);
-    rows.push(await drive(servers[workload.server], workload));
+    rows.push(
+      'measure' in workload ? await workload.measure() : await drive(servers[workload.server], workload),
+    );
   }
   printTable(rows);
   if (rows.some((r) => r.errors > 0 || r.non2xx > 0)) {

@@ -83,6 +83,7 @@ export async function startPlinth(env: Record<string, string> = {}): Promise<Ben
       DATA_DIR: dataDir,
       AUTO_MIGRATE: 'true',
       JWT_SECRET: randomBytes(32).toString('base64url'),
+      ENCRYPTION_KEY: randomBytes(32).toString('base64'),
       ...env,
     },
   });

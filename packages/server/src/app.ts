@@ -19,6 +19,15 @@ import { type DatabaseHandle, openDatabase } from './db/database.ts';
 import { migrateToLatest, migrationStatus } from './db/migrate.ts';
 import { apiDocsPlugin } from './modules/apidocs/index.ts';
 import {
+  type AuthDeps,
+  authModule,
+  authTags,
+  createAdmin,
+  createRevokedSessions,
+  createTokenService,
+} from './modules/auth/index.ts';
+import { createMailer } from './modules/mail/index.ts';
+import {
   createMetrics,
   healthChecks,
   healthRoutes,
@@ -50,6 +59,8 @@ export type PlinthApp = FastifyInstance<
 export interface AppOptions {
   /** The source of time for every rule; tests pass a fake one. */
   clock?: Clock;
+  /** Where log lines go instead of stdout, as JSON lines (tests read them to check what is logged). */
+  logStream?: { write(line: string): void };
   /** Extra plugins registered under `/api/v1` after the platform's modules (an application's own modules). */
   modules?: FastifyPluginAsync[];
 }
@@ -62,7 +73,7 @@ export interface AppOptions {
 export async function buildApp(config: Config, options: AppOptions = {}): Promise<PlinthApp> {
   const appMetrics = createMetrics();
   const app = Fastify<RawServerDefault>({
-    logger: loggerOptions(config),
+    logger: loggerOptions(config, options.logStream),
     genReqId: requestIdOf,
     requestIdHeader: false,
     logController: new RequestLogController(),
@@ -94,10 +105,32 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const redis = config.redisUrl ? openRedis(config.redisUrl, app.log) : undefined;
   if (redis) app.addHook('onClose', async () => void (await redis.quit().catch(() => redis.disconnect())));
 
+  const clock = options.clock ?? systemClock;
   app.decorate('config', config);
   app.decorate('database', database);
   app.decorate('redis', redis);
-  app.decorate('clock', options.clock ?? systemClock);
+  app.decorate('clock', clock);
+
+  const mailer = createMailer(config, database.db, clock, app.log);
+  app.addHook('onClose', async () => mailer.close());
+  const revoked = await createRevokedSessions({
+    db: database.db,
+    clock,
+    accessTokenTtlSeconds: config.auth.accessTokenTtlSeconds,
+    redis,
+    log: app.log,
+  });
+  app.addHook('onClose', async () => revoked.close());
+  const authDeps: AuthDeps = {
+    db: database.db,
+    config,
+    clock,
+    log: app.log,
+    mailer,
+    tokens: await createTokenService(config.auth, config.jwtSecret),
+    revoked,
+  };
+  if (config.auth.bootstrapAdmin && database.dialect === 'sqlite') await bootstrapAdmin(authDeps);
 
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
@@ -129,9 +162,10 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   }
 
   // The docs plugin records only routes registered after it, so it comes before every route.
-  await app.register(apiDocsPlugin, { tags: [observabilityTag] });
+  await app.register(apiDocsPlugin, { tags: [observabilityTag, ...authTags] });
   await app.register(metrics, { metrics: appMetrics, token: config.metricsToken });
   await app.register(healthRoutes, { dialect: database.dialect });
+  await app.register(authModule, { deps: authDeps });
   await app.register(
     async (api) => {
       for (const module of options.modules ?? []) await api.register(module);
@@ -147,4 +181,21 @@ function trustProxyOption(
   trustProxy: TrustProxy,
 ): boolean | string[] | ((address: string, hop: number) => boolean) {
   return typeof trustProxy === 'number' ? (_address, hop) => hop < trustProxy : trustProxy;
+}
+
+/**
+ * Embedded mode's first start: with `PLINTH_ADMIN_EMAIL`/`PLINTH_ADMIN_PASSWORD` set and no operator yet, create
+ * one. There are never default accounts; without these variables, `plinth create-admin` makes the first one.
+ */
+async function bootstrapAdmin(deps: AuthDeps): Promise<void> {
+  const admin = deps.config.auth.bootstrapAdmin;
+  if (!admin) return;
+  const existing = await deps.db
+    .selectFrom('users')
+    .select('id')
+    .where('platform_role', '=', 'superadmin')
+    .executeTakeFirst();
+  if (existing) return;
+  const { id } = await createAdmin(deps, admin);
+  deps.log.info({ userId: id }, 'created the first superadmin from PLINTH_ADMIN_EMAIL');
 }

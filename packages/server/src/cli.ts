@@ -1,9 +1,12 @@
 import { Command } from 'commander';
 import pino from 'pino';
-import { ConfigError, loadConfig } from './config.ts';
+import { type Config, ConfigError, loadConfig } from './config.ts';
+import { systemClock } from './core/clock.ts';
+import { AppError } from './core/errors.ts';
 import { VERSION } from './core/version.ts';
 import { openDatabase } from './db/database.ts';
 import { migrateToLatest, migrationStatus } from './db/migrate.ts';
+import { createAdmin } from './modules/auth/index.ts';
 import { describeDatabase, startServer } from './server.ts';
 
 /**
@@ -50,15 +53,77 @@ migrate
     });
   });
 
+program
+  .command('create-admin')
+  .description(
+    'Create an installation operator (superadmin); an existing account with the address is taken over (new password, sessions ended).',
+  )
+  .requiredOption('--email <email>', 'the email address of the account')
+  .option('--name <name>', 'display name', 'Administrator')
+  .option(
+    '--password <password>',
+    'the password (prompted for when omitted; avoid it on shared machines: shell history)',
+  )
+  .action(async (options: { email: string; name: string; password?: string }) => {
+    const password = options.password ?? (await promptPassword('Password: '));
+    await withDatabase(async (database, log, config) => {
+      if (config.autoMigrate) await migrateToLatest(database.db, database.dialect);
+      const { id, created } = await createAdmin(
+        { db: database.db, config, clock: systemClock },
+        { email: options.email, password, name: options.name },
+      );
+      log(created ? `Created superadmin ${id}.` : `Account ${id} is now a superadmin.`);
+    });
+  });
+
+/** Reads a password from the terminal without echoing it, or one line from standard input when piped. */
+async function promptPassword(question: string): Promise<string> {
+  const input = process.stdin;
+  if (!input.isTTY) {
+    const chunks: Buffer[] = [];
+    for await (const chunk of input) chunks.push(chunk as Buffer);
+    return Buffer.concat(chunks).toString('utf8').split(/\r?\n/)[0] ?? '';
+  }
+  process.stdout.write(question);
+  input.setRawMode(true);
+  input.resume();
+  let value = '';
+  return new Promise((resolve, reject) => {
+    const onData = (data: Buffer) => {
+      for (const char of data.toString('utf8')) {
+        if (char === '\r' || char === '\n') {
+          input.setRawMode(false);
+          input.pause();
+          input.off('data', onData);
+          process.stdout.write('\n');
+          resolve(value);
+          return;
+        }
+        if (char === '\u0003') {
+          input.setRawMode(false);
+          reject(new Error('cancelled'));
+          return;
+        }
+        value = char === '\u007f' ? value.slice(0, -1) : value + char;
+      }
+    };
+    input.on('data', onData);
+  });
+}
+
 async function withDatabase(
-  work: (database: ReturnType<typeof openDatabase>, log: (line: string) => void) => Promise<void>,
+  work: (
+    database: ReturnType<typeof openDatabase>,
+    log: (line: string) => void,
+    config: Config,
+  ) => Promise<void>,
 ): Promise<void> {
   const config = loadConfig();
   const database = openDatabase(config.database, { log: pino({ level: config.log.level }) });
   const log = (line: string) => process.stdout.write(`${line}\n`);
   log(`Database: ${describeDatabase(config.database)}`);
   try {
-    await work(database, log);
+    await work(database, log, config);
   } finally {
     await database.close();
   }
@@ -67,7 +132,12 @@ async function withDatabase(
 try {
   await program.parseAsync(process.argv);
 } catch (error) {
-  if (!(error instanceof ConfigError)) throw error;
-  process.stderr.write(`${error.message}\n`);
+  // Errors a person can act on are printed as sentences; anything else is a bug and keeps its stack trace.
+  if (error instanceof ConfigError) process.stderr.write(`${error.message}\n`);
+  else if (error instanceof AppError) {
+    process.stderr.write(
+      `${error.detail ?? error.title}\n${(error.errors ?? []).map((e) => `  ${e.message}\n`).join('')}`,
+    );
+  } else throw error;
   process.exit(1);
 }

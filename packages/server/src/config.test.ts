@@ -8,6 +8,8 @@ import { type Config, ConfigError, loadConfig } from './config.ts';
 
 /** A valid secret, so tests that are not about secrets never write a secrets file. */
 const SECRET = 's'.repeat(32);
+/** A valid ENCRYPTION_KEY: 32 bytes, base64. */
+const KEY = Buffer.alloc(32, 7).toString('base64');
 const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 
 let dataDir: string;
@@ -64,10 +66,13 @@ describe('loadConfig defaults', () => {
   });
 
   it('logs JSON outside development unless told otherwise', () => {
-    expect(loadConfig({ JWT_SECRET: SECRET, NODE_ENV: 'production' }).log.pretty).toBe(false);
-    expect(loadConfig({ JWT_SECRET: SECRET, NODE_ENV: 'production', LOG_FORMAT: 'pretty' }).log.pretty).toBe(
-      true,
+    expect(loadConfig({ JWT_SECRET: SECRET, ENCRYPTION_KEY: KEY, NODE_ENV: 'production' }).log.pretty).toBe(
+      false,
     );
+    expect(
+      loadConfig({ JWT_SECRET: SECRET, ENCRYPTION_KEY: KEY, NODE_ENV: 'production', LOG_FORMAT: 'pretty' })
+        .log.pretty,
+    ).toBe(true);
     expect(loadConfig({ JWT_SECRET: SECRET, LOG_FORMAT: 'json' }).log.pretty).toBe(false);
   });
 
@@ -187,9 +192,9 @@ describe('invalid configuration', () => {
     expect(error.message).toMatch(why);
   });
 
-  it('requires JWT_SECRET in production and names it', () => {
+  it('requires JWT_SECRET and ENCRYPTION_KEY in production and names them', () => {
     const error = configErrorOf({ NODE_ENV: 'production', DATA_DIR: dataDir });
-    expect(namedVariables(error)).toEqual(['JWT_SECRET']);
+    expect(namedVariables(error).sort()).toEqual(['ENCRYPTION_KEY', 'JWT_SECRET']);
     expect(error.message).toContain('NODE_ENV=production');
     expect(existsSync(join(dataDir, 'secrets.json'))).toBe(false);
   });
@@ -206,6 +211,7 @@ describe('invalid configuration', () => {
     expect(namedVariables(error).sort()).toEqual([
       'CORS_ORIGINS',
       'DATABASE_READ_URL',
+      'ENCRYPTION_KEY',
       'JWT_SECRET',
       'PORT',
       'TRUST_PROXY',
@@ -222,7 +228,10 @@ describe('development secrets', () => {
       const config = loadConfig({ NODE_ENV: nodeEnv, DATA_DIR: dataDir });
       expect(config.jwtSecret.length).toBeGreaterThanOrEqual(32);
       expect(statSync(secretsFile()).mode & 0o777).toBe(0o600);
-      expect(JSON.parse(readFileSync(secretsFile(), 'utf8'))).toEqual({ JWT_SECRET: config.jwtSecret });
+      const secrets = JSON.parse(readFileSync(secretsFile(), 'utf8'));
+      expect(secrets).toEqual({ JWT_SECRET: config.jwtSecret, ENCRYPTION_KEY: expect.any(String) });
+      expect(Buffer.from(secrets.ENCRYPTION_KEY, 'base64').equals(config.encryptionKey)).toBe(true);
+      expect(config.encryptionKey.length).toBe(32);
     },
   );
 
@@ -248,12 +257,15 @@ describe('development secrets', () => {
     expect(JSON.parse(readFileSync(secretsFile(), 'utf8'))).toEqual({
       OTHER_SECRET: 'keep-me',
       JWT_SECRET: config.jwtSecret,
+      ENCRYPTION_KEY: expect.any(String),
     });
     expect(statSync(secretsFile()).mode & 0o777).toBe(0o600);
   });
 
-  it('prefers an explicit JWT_SECRET and writes no file', () => {
-    expect(loadConfig({ DATA_DIR: dataDir, JWT_SECRET: SECRET }).jwtSecret).toBe(SECRET);
+  it('prefers explicit secrets and writes no file', () => {
+    const config = loadConfig({ DATA_DIR: dataDir, JWT_SECRET: SECRET, ENCRYPTION_KEY: KEY });
+    expect(config.jwtSecret).toBe(SECRET);
+    expect(config.encryptionKey.equals(Buffer.from(KEY, 'base64'))).toBe(true);
     expect(existsSync(secretsFile())).toBe(false);
   });
 

@@ -43,6 +43,48 @@ export interface Config {
   readonly metricsToken: string | undefined;
   /** How long a graceful shutdown waits for in-flight requests, in milliseconds. */
   readonly shutdownTimeoutMs: number;
+  /** The address people reach Plinth at; links in mail point here. */
+  readonly publicUrl: string;
+  /** 32-byte key that encrypts secrets at rest (TOTP secrets, pending refresh tokens), AES-256-GCM. */
+  readonly encryptionKey: Buffer;
+  readonly auth: AuthConfig;
+  readonly mail: MailConfig;
+}
+
+export interface AuthConfig {
+  /** PEM private key (Ed25519 → EdDSA, RSA → RS256) for access tokens; HS256 with `jwtSecret` when unset. */
+  readonly jwtPrivateKey: string | undefined;
+  readonly jwtIssuer: string;
+  readonly jwtAudience: string;
+  readonly accessTokenTtlSeconds: number;
+  /** Sliding lifetime of a refresh token: unused for this long, the session ends. */
+  readonly refreshTokenTtlSeconds: number;
+  /** Absolute lifetime of a session (a refresh family), however often it is refreshed. */
+  readonly sessionMaxLifetimeSeconds: number;
+  /** How long after a refresh token is spent a concurrent refresh with it still gets the same new pair. */
+  readonly refreshReuseGraceSeconds: number;
+  readonly signupEnabled: boolean;
+  readonly requireEmailVerification: boolean;
+  readonly passwordMinLength: number;
+  /** The lowest acceptable zxcvbn score, 0–4. */
+  readonly passwordMinScore: number;
+  /** How many previous passwords cannot be reused. */
+  readonly passwordHistory: number;
+  /** Days after which a password must be changed; 0 means never (NIST's advice). */
+  readonly passwordExpiryDays: number;
+  readonly argon2: { readonly memoryKib: number; readonly timeCost: number; readonly parallelism: number };
+  /** Failed sign-ins (per email, and per IP ×4) before a temporary lock. */
+  readonly lockoutThreshold: number;
+  readonly lockoutBaseSeconds: number;
+  readonly lockoutMaxSeconds: number;
+  /** Bootstrap admin created at start in embedded mode when no admin exists. */
+  readonly bootstrapAdmin: { readonly email: string; readonly password: string } | undefined;
+}
+
+export interface MailConfig {
+  /** SMTP server (`smtp://user:pass@host:587`, `smtps://…`); unset means the development outbox. */
+  readonly smtpUrl: string | undefined;
+  readonly from: string;
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -125,6 +167,40 @@ const EnvSchema = z.object({
   JWT_SECRET: z.string().min(32, { error: 'must be at least 32 characters' }).optional(),
   METRICS_TOKEN: z.string().min(16, { error: 'must be at least 16 characters' }).optional(),
   SHUTDOWN_TIMEOUT_MS: integer(0, 600_000).default(10_000),
+  PUBLIC_URL: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }).optional(),
+  ENCRYPTION_KEY: z
+    .string()
+    .refine((v) => Buffer.from(v, 'base64').length === 32, { error: 'must be 32 bytes, base64-encoded' })
+    .optional(),
+  JWT_PRIVATE_KEY: z
+    .string()
+    .refine((v) => v.includes('-----BEGIN PRIVATE KEY-----'), { error: 'must be a PKCS#8 PEM private key' })
+    .optional(),
+  JWT_ISSUER: z.string().min(1).optional(),
+  JWT_AUDIENCE: z.string().min(1).default('plinth-api'),
+  ACCESS_TOKEN_TTL_SECONDS: integer(60, 86_400).default(900),
+  REFRESH_TOKEN_TTL_SECONDS: integer(300, 90 * 86_400).default(7 * 86_400),
+  SESSION_MAX_LIFETIME_SECONDS: integer(300, 365 * 86_400).default(30 * 86_400),
+  REFRESH_REUSE_GRACE_SECONDS: integer(0, 120).default(10),
+  SIGNUP_ENABLED: booleanString.default(true),
+  REQUIRE_EMAIL_VERIFICATION: booleanString.default(true),
+  PASSWORD_MIN_LENGTH: integer(8, 64).default(15),
+  PASSWORD_MIN_SCORE: integer(0, 4).default(3),
+  PASSWORD_HISTORY: integer(0, 24).default(5),
+  PASSWORD_EXPIRY_DAYS: integer(0, 3650).default(0),
+  ARGON2_MEMORY_KIB: integer(19_456, 4_194_304).default(19_456),
+  ARGON2_TIME_COST: integer(2, 100).default(2),
+  ARGON2_PARALLELISM: integer(1, 16).default(1),
+  LOCKOUT_THRESHOLD: integer(1, 100).default(5),
+  LOCKOUT_BASE_SECONDS: integer(1, 3600).default(60),
+  LOCKOUT_MAX_SECONDS: integer(1, 86_400).default(900),
+  PLINTH_ADMIN_EMAIL: z.email({ error: 'must be an email address' }).optional(),
+  PLINTH_ADMIN_PASSWORD: z.string().optional(),
+  SMTP_URL: z
+    .string()
+    .regex(/^smtps?:\/\//, { error: 'must be an smtp:// or smtps:// URL' })
+    .optional(),
+  MAIL_FROM: z.string().min(3).default('Plinth <no-reply@localhost>'),
 });
 
 /**
@@ -138,6 +214,12 @@ function crossVariableProblems(env: Record<string, string>): string[] {
   }
   if (env.NODE_ENV === 'production' && env.JWT_SECRET === undefined) {
     problems.push('JWT_SECRET: is required when NODE_ENV=production');
+  }
+  if (env.NODE_ENV === 'production' && env.ENCRYPTION_KEY === undefined) {
+    problems.push('ENCRYPTION_KEY: is required when NODE_ENV=production');
+  }
+  if ((env.PLINTH_ADMIN_EMAIL === undefined) !== (env.PLINTH_ADMIN_PASSWORD === undefined)) {
+    problems.push('PLINTH_ADMIN_PASSWORD: PLINTH_ADMIN_EMAIL and PLINTH_ADMIN_PASSWORD go together');
   }
   return problems;
 }
@@ -171,6 +253,13 @@ export function loadConfig(env: Record<string, string | undefined> = processEnvW
   );
   // Only once everything else is valid: a refused configuration must not leave a secrets file behind.
   const jwtSecret = e.JWT_SECRET ?? developmentSecret(dataDir, 'JWT_SECRET');
+  const encryptionKey = Buffer.from(
+    e.ENCRYPTION_KEY ?? developmentSecret(dataDir, 'ENCRYPTION_KEY'),
+    'base64',
+  );
+  const publicUrl = (
+    e.PUBLIC_URL ?? `http://${e.HOST.includes(':') ? `[${e.HOST}]` : e.HOST}:${e.PORT}`
+  ).replace(/\/$/, '');
 
   return deepFreeze({
     env: e.NODE_ENV,
@@ -190,6 +279,36 @@ export function loadConfig(env: Record<string, string | undefined> = processEnvW
     jwtSecret,
     metricsToken: e.METRICS_TOKEN,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+    publicUrl,
+    encryptionKey,
+    auth: {
+      jwtPrivateKey: e.JWT_PRIVATE_KEY,
+      jwtIssuer: e.JWT_ISSUER ?? publicUrl,
+      jwtAudience: e.JWT_AUDIENCE,
+      accessTokenTtlSeconds: e.ACCESS_TOKEN_TTL_SECONDS,
+      refreshTokenTtlSeconds: e.REFRESH_TOKEN_TTL_SECONDS,
+      sessionMaxLifetimeSeconds: e.SESSION_MAX_LIFETIME_SECONDS,
+      refreshReuseGraceSeconds: e.REFRESH_REUSE_GRACE_SECONDS,
+      signupEnabled: e.SIGNUP_ENABLED,
+      requireEmailVerification: e.REQUIRE_EMAIL_VERIFICATION,
+      passwordMinLength: e.PASSWORD_MIN_LENGTH,
+      passwordMinScore: e.PASSWORD_MIN_SCORE,
+      passwordHistory: e.PASSWORD_HISTORY,
+      passwordExpiryDays: e.PASSWORD_EXPIRY_DAYS,
+      argon2: {
+        memoryKib: e.ARGON2_MEMORY_KIB,
+        timeCost: e.ARGON2_TIME_COST,
+        parallelism: e.ARGON2_PARALLELISM,
+      },
+      lockoutThreshold: e.LOCKOUT_THRESHOLD,
+      lockoutBaseSeconds: e.LOCKOUT_BASE_SECONDS,
+      lockoutMaxSeconds: e.LOCKOUT_MAX_SECONDS,
+      bootstrapAdmin:
+        e.PLINTH_ADMIN_EMAIL && e.PLINTH_ADMIN_PASSWORD
+          ? { email: e.PLINTH_ADMIN_EMAIL, password: e.PLINTH_ADMIN_PASSWORD }
+          : undefined,
+    },
+    mail: { smtpUrl: e.SMTP_URL, from: e.MAIL_FROM },
   });
 }
 
@@ -256,7 +375,8 @@ function processEnvWithDotEnv(): Record<string, string | undefined> {
 }
 
 function deepFreeze<T>(value: T): T {
-  if (value && typeof value === 'object') {
+  // A Buffer (the encryption key) cannot be frozen; it is never handed out for writing.
+  if (value && typeof value === 'object' && !ArrayBuffer.isView(value)) {
     for (const v of Object.values(value)) deepFreeze(v);
     Object.freeze(value);
   }

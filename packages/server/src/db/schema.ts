@@ -9,6 +9,14 @@ import type { ColumnType } from 'kysely';
  */
 export interface Database {
   installation: InstallationTable;
+  users: UsersTable;
+  password_history: PasswordHistoryTable;
+  sessions: SessionsTable;
+  refresh_tokens: RefreshTokensTable;
+  one_time_tokens: OneTimeTokensTable;
+  recovery_codes: RecoveryCodesTable;
+  login_throttles: LoginThrottlesTable;
+  mail_outbox: MailOutboxTable;
 }
 
 /** An ISO-8601 UTC timestamp, e.g. `2026-11-22T01:23:45.678Z`. */
@@ -17,5 +25,98 @@ export type Timestamp = ColumnType<string, string, string>;
 /** One row: the identity of this installation, shared by every replica that uses the database. */
 export interface InstallationTable {
   id: string;
+  created_at: Timestamp;
+}
+
+export interface UsersTable {
+  id: string;
+  /** Normalised: NFKC, trimmed, lower-cased. Unique. */
+  email: string;
+  name: string;
+  /** argon2id PHC string, parameters included. */
+  password_hash: string;
+  password_changed_at: Timestamp;
+  email_verified_at: Timestamp | null;
+  disabled_at: Timestamp | null;
+  /** `superadmin` for the installation's operators; null for everyone else. */
+  platform_role: 'superadmin' | null;
+  /** The TOTP secret, encrypted (see core/crypto.ts); set at enrolment, active once `totp_enabled_at` is set. */
+  totp_secret: string | null;
+  totp_enabled_at: Timestamp | null;
+  /** The last TOTP time step accepted, so a code works only once. */
+  totp_last_step: number | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface PasswordHistoryTable {
+  id: string;
+  user_id: string;
+  password_hash: string;
+  created_at: Timestamp;
+}
+
+/** A sign-in: one refresh-token family. Its id is the `sid` claim of every access token it issues. */
+export interface SessionsTable {
+  id: string;
+  user_id: string;
+  user_agent: string | null;
+  ip: string | null;
+  created_at: Timestamp;
+  last_used_at: Timestamp;
+  /** The absolute end of the family, however often it is refreshed. */
+  expires_at: Timestamp;
+  revoked_at: Timestamp | null;
+  revoked_reason: string | null;
+}
+
+export interface RefreshTokensTable {
+  id: string;
+  session_id: string;
+  /** SHA-256 of the token, hex. */
+  token_hash: string;
+  created_at: Timestamp;
+  expires_at: Timestamp;
+  spent_at: Timestamp | null;
+  /** The pair this token was exchanged for, encrypted, so a concurrent refresh within the grace window gets it too. */
+  successor: string | null;
+}
+
+export interface OneTimeTokensTable {
+  id: string;
+  user_id: string;
+  purpose: 'verify_email' | 'reset_password';
+  token_hash: string;
+  /** What the token is for beyond its purpose, e.g. the address being verified. */
+  target: string | null;
+  created_at: Timestamp;
+  expires_at: Timestamp;
+  used_at: Timestamp | null;
+}
+
+export interface RecoveryCodesTable {
+  id: string;
+  user_id: string;
+  code_hash: string;
+  created_at: Timestamp;
+  used_at: Timestamp | null;
+}
+
+export interface LoginThrottlesTable {
+  /** `email:<normalised email>` or `ip:<address>`. */
+  key: string;
+  failures: number;
+  /** How many times this key has been locked in a row; the wait doubles with each. */
+  locks: number;
+  locked_until: Timestamp | null;
+  updated_at: Timestamp;
+}
+
+export interface MailOutboxTable {
+  id: string;
+  recipient: string;
+  subject: string;
+  text_body: string;
+  html_body: string;
   created_at: Timestamp;
 }

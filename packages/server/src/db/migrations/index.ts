@@ -1,5 +1,6 @@
 import type { Migration } from '../migrate.ts';
 import { installation } from './20261122T0100-installation.ts';
+import { identity } from './20261122T0200-identity.ts';
 
 /**
  * Every migration, keyed by a timestamped name that sorts in the order they must run. One set serves both
@@ -7,4 +8,5 @@ import { installation } from './20261122T0100-installation.ts';
  */
 export const migrations: Record<string, Migration> = {
   '20261122T0100-installation': installation,
+  '20261122T0200-identity': identity,
 };

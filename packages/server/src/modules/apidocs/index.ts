@@ -25,6 +25,12 @@ async function apiDocs(app: FastifyInstance, { tags }: ApiDocsOptions): Promise<
       tags,
       components: {
         securitySchemes: {
+          bearerAuth: {
+            type: 'http',
+            scheme: 'bearer',
+            bearerFormat: 'JWT',
+            description: 'An access token from `POST /api/v1/auth/login` (or `/auth/refresh`).',
+          },
           metricsToken: {
             type: 'http',
             scheme: 'bearer',

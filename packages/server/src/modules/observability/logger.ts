@@ -23,7 +23,11 @@ const REDACTED_PATHS = [
  * newlines cannot forge a log line), pretty-printed in development. Every line a request logs carries its
  * `requestId`.
  */
-export function loggerOptions(config: Config): NonNullable<FastifyServerOptions['logger']> {
+export function loggerOptions(
+  config: Config,
+  /** Where log lines go instead of stdout (JSON lines), e.g. a test that reads them. */
+  stream?: { write(line: string): void },
+): NonNullable<FastifyServerOptions['logger']> {
   return {
     level: config.log.level,
     redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
@@ -35,7 +39,8 @@ export function loggerOptions(config: Config): NonNullable<FastifyServerOptions[
       }),
       res: (res: { statusCode: number }) => ({ status: res.statusCode }),
     },
-    ...(config.log.pretty
+    ...(stream ? { stream } : {}),
+    ...(config.log.pretty && !stream
       ? {
           transport: {
             target: 'pino-pretty',

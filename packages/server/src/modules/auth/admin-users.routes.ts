@@ -1,0 +1,82 @@
+import { authErrors } from '@plinth/shared';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { AppError } from '../../core/errors.ts';
+import { problemResponses } from '../../core/responses.ts';
+import { getUser } from './account.service.ts';
+import { principalOf } from './authenticate.ts';
+import type { AuthDeps } from './deps.ts';
+import { revokeUserSessions } from './session.service.ts';
+import { clearFailures, emailKey } from './throttle.ts';
+
+const adminRoute = { tags: ['Admin'], security: [{ bearerAuth: [] }] };
+const UserParams = z.object({ userId: z.uuid({ error: 'Not a user id.' }) });
+const NoContent = { 204: z.undefined().meta({ description: 'Done.' }) };
+
+/** Installation operators' account actions: `/api/v1/admin/users/{userId}/…`, superadmin only. */
+export const adminUserRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app, { deps }) => {
+  // onRequest, so that an unauthenticated request is refused before its body is even parsed or validated.
+  app.addHook('onRequest', app.authenticate);
+  app.addHook('preHandler', async (request) => {
+    const caller = await getUser(deps, principalOf(request).userId);
+    if (caller.platform_role !== 'superadmin')
+      throw new AppError(authErrors.FORBIDDEN, { detail: 'Only installation operators may do this.' });
+    request.log.info({ adminId: caller.id, action: request.routeOptions.url }, 'superadmin action');
+  });
+
+  const action = (
+    verb: string,
+    summary: string,
+    description: string,
+    run: (userId: string) => Promise<void>,
+  ) =>
+    app.post(
+      `/admin/users/:userId/${verb}`,
+      {
+        schema: {
+          ...adminRoute,
+          summary,
+          description,
+          operationId: `${verb}User`,
+          params: UserParams,
+          response: { ...NoContent, ...problemResponses(400, 401, 403, 404) },
+        },
+      },
+      async (request, reply) => {
+        await getUser(deps, request.params.userId);
+        await run(request.params.userId);
+        return reply.status(204).send(undefined);
+      },
+    );
+
+  action(
+    'unlock',
+    'Unlock an account',
+    'Clears the failed sign-in counter and any lock of the account.',
+    async (userId) => {
+      await clearFailures(deps, emailKey((await getUser(deps, userId)).email));
+    },
+  );
+  action(
+    'disable',
+    'Disable an account',
+    'The account can no longer sign in; its sessions end at once.',
+    async (userId) => {
+      const now = deps.clock.now().toISOString();
+      await deps.db
+        .updateTable('users')
+        .set({ disabled_at: now, updated_at: now })
+        .where('id', '=', userId)
+        .execute();
+      await revokeUserSessions(deps, userId, 'account_disabled');
+    },
+  );
+  action('enable', 'Enable an account', 'Lets a disabled account sign in again.', async (userId) => {
+    const now = deps.clock.now().toISOString();
+    await deps.db
+      .updateTable('users')
+      .set({ disabled_at: null, updated_at: now })
+      .where('id', '=', userId)
+      .execute();
+  });
+};
