@@ -1,8 +1,14 @@
+import { createHmac } from 'node:crypto';
+import { Problem, TokenPair as TokenPairSchema } from '@plinth/shared';
+import type { LightMyRequestResponse } from 'fastify';
 import type { Selectable } from 'kysely';
+import { afterEach, expect } from 'vitest';
 import type { PlinthApp } from '../app.ts';
 import type { Clock } from '../core/clock.ts';
+import type { Dialect } from '../db/database.ts';
 import type { MailOutboxTable, UsersTable } from '../db/schema.ts';
 import { mailTemplates } from '../modules/mail/index.ts';
+import { buildTestApp, type TestAppOptions } from './harness.ts';
 
 /**
  * Helpers for tests that go through the identity endpoints: sign up, verify, sign in, and read the mail the
@@ -53,6 +59,43 @@ export const STRONG_PASSWORDS = [
   'silent walrus obsidian ferry plum',
 ] as const;
 
+/** The password of the accounts `signup` creates and `loginWithPassword` signs in to. */
+export const PASSWORD = 'violet tractor humming under seven moons';
+
+/** The TOTP time step (RFC 6238), in seconds. */
+const TOTP_STEP_SECONDS = 30;
+
+/**
+ * Base32 (RFC 4648) decoding, written here independently of the server's implementation; throws on a character
+ * outside the alphabet.
+ */
+export function base32Decode(text: string): Buffer {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = 0;
+  let buffer = 0;
+  const out: number[] = [];
+  for (const char of text.replace(/=+$/, '')) {
+    const value = alphabet.indexOf(char);
+    if (value < 0) throw new Error(`not base32: ${char}`);
+    buffer = ((buffer << 5) | value) & 0xffff;
+    bits += 5;
+    if (bits >= 8) {
+      out.push((buffer >>> (bits - 8)) & 0xff);
+      bits -= 8;
+    }
+  }
+  return Buffer.from(out);
+}
+
+/** The 6-digit HMAC-SHA-1 code of the 30-second step that contains `at`. */
+export function totp(secret: string, at: Date): string {
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(at.getTime() / 1000 / TOTP_STEP_SECONDS)));
+  const mac = createHmac('sha1', base32Decode(secret)).update(counter).digest();
+  const offset = (mac.at(-1) ?? 0) & 0x0f;
+  return String((mac.readUInt32BE(offset) & 0x7fffffff) % 1_000_000).padStart(6, '0');
+}
+
 /** The subjects of the mails the identity module sends, taken from the templates themselves. */
 export const MAIL_SUBJECT = {
   verifyEmail: mailTemplates.verifyEmail({ name: 'x', url: 'https://x.test/' }).subject,
@@ -83,6 +126,76 @@ export interface ClientOptions {
 /** `{ authorization: 'Bearer <token>' }`, for `app.inject({ headers })`. */
 export function bearer(accessToken: string): { authorization: string } {
   return { authorization: `Bearer ${accessToken}` };
+}
+
+/** Things to undo after a test (close an app, drop a database), run last first. */
+export type Cleanups = (() => Promise<void>)[];
+
+/**
+ * A list of cleanups that runs, last first, after each test of the suite this is called in (the file, when
+ * called at the top level; a `describe` block, when called inside one).
+ */
+export function cleanupAfterEach(): Cleanups {
+  const cleanups: Cleanups = [];
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  });
+  return cleanups;
+}
+
+/** Builds a test app with `buildTestApp` and registers its closing in `cleanups`. */
+export async function startTestApp(
+  dialect: Dialect,
+  cleanups: Cleanups,
+  options: TestAppOptions = {},
+): Promise<PlinthApp> {
+  const app = await buildTestApp(dialect, options);
+  cleanups.push(() => app.close());
+  return app;
+}
+
+/** `GET /me` with this access token, returning the raw response. */
+export function me(app: PlinthApp, accessToken: string) {
+  return app.inject({ method: 'GET', url: '/api/v1/me', headers: bearer(accessToken) });
+}
+
+/** `POST /auth/refresh` with this refresh token, returning the raw response. */
+export function refresh(app: PlinthApp, refreshToken: string) {
+  return app.inject({ method: 'POST', url: '/api/v1/auth/refresh', payload: { refreshToken } });
+}
+
+/** Asserts an RFC 9457 problem+json answer with this status and `code`. */
+export function expectProblem(res: LightMyRequestResponse, status: number, code: string): void {
+  expect(res.statusCode).toBe(status);
+  expect(res.headers['content-type']).toMatch(/^application\/problem\+json/);
+  expect(Problem.parse(res.json()).code).toBe(code);
+}
+
+/**
+ * Signs up `email` with `PASSWORD` (name Ada Lovelace), expecting 201. For installations that do not require
+ * email verification; use `signupAndVerify` otherwise.
+ */
+export async function signup(app: PlinthApp, email: string): Promise<void> {
+  const res = await app.inject({
+    method: 'POST',
+    url: '/api/v1/auth/signup',
+    payload: { email, password: PASSWORD, name: 'Ada Lovelace' },
+  });
+  expect(res.statusCode).toBe(201);
+}
+
+/**
+ * Signs in to an account made by `signup` (password `PASSWORD`), expecting 200, and returns the token pair
+ * checked against the shared `TokenPair` schema.
+ */
+export async function loginWithPassword(
+  app: PlinthApp,
+  email: string,
+  client: ClientOptions = {},
+): Promise<TokenPair> {
+  const res = await loginResponse(app, email, PASSWORD, client);
+  expect(res.statusCode).toBe(200);
+  return TokenPairSchema.parse(res.json());
 }
 
 /** The canonical form of an email address, as the server stores it (NFKC, trimmed, lower-cased). */

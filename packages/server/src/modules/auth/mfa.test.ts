@@ -1,65 +1,33 @@
-import { createHmac } from 'node:crypto';
-import { MfaChallenge, Problem, RecoveryCodes, TokenPair, TotpEnrollment } from '@plinth/shared';
-import type { LightMyRequestResponse } from 'fastify';
-import { afterEach, describe, expect, it } from 'vitest';
+import { MfaChallenge, RecoveryCodes, TokenPair, TotpEnrollment } from '@plinth/shared';
+import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import type { PlinthApp } from '../../app.ts';
+import {
+  base32Decode,
+  bearer,
+  cleanupAfterEach,
+  createFakeClock,
+  expectProblem,
+  type FakeClock,
+  loginWithPassword,
+  PASSWORD,
+  SECOND,
+  signup,
+  startTestApp,
+  totp,
+} from '../../test/auth-helpers.ts';
 import { testDialects } from '../../test/dialects.ts';
-import { buildTestApp } from '../../test/harness.ts';
 
 // Two-factor authentication with an authenticator app (ASVS 6.3.3, 6.4.3, 6.5.1, 6.5.5): enrolment behind the
 // password, codes computed here independently from the RFCs, single use of every code, recovery codes, lockout,
 // and no way around the second factor (not the MFA token, not a password reset).
 
-const PASSWORD = 'violet tractor humming under seven moons';
 const NEW_PASSWORD = 'copper lantern drifting past nine harbours';
 const EMAIL = 'ada@example.com';
 /** Ten seconds into a 30-second TOTP step, so that "the same step" and "the next step" are unambiguous. */
 const START = '2030-03-04T09:00:10.000Z';
 const STEP = 30;
 type Dialect = (typeof testDialects)[number];
-type Pair = z.infer<typeof TokenPair>;
-
-/** A clock the test moves by hand; every rule that depends on time reads it. */
-function fakeClock(start = START) {
-  let current = new Date(start).getTime();
-  return {
-    now: () => new Date(current),
-    advance(seconds: number) {
-      current += seconds * 1000;
-    },
-  };
-}
-type FakeClock = ReturnType<typeof fakeClock>;
-
-// --- TOTP, from RFC 4648 (base32), RFC 4226 (HOTP) and RFC 6238 (TOTP), with node:crypto alone ------------------
-
-function base32Decode(text: string): Buffer {
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-  let bits = 0;
-  let buffer = 0;
-  const out: number[] = [];
-  for (const char of text.replace(/=+$/, '')) {
-    const value = alphabet.indexOf(char);
-    if (value < 0) throw new Error(`not base32: ${char}`);
-    buffer = ((buffer << 5) | value) & 0xffff;
-    bits += 5;
-    if (bits >= 8) {
-      out.push((buffer >>> (bits - 8)) & 0xff);
-      bits -= 8;
-    }
-  }
-  return Buffer.from(out);
-}
-
-/** The 6-digit HMAC-SHA-1 code of the 30-second step that contains `at`. */
-function totp(secret: string, at: Date): string {
-  const counter = Buffer.alloc(8);
-  counter.writeBigUInt64BE(BigInt(Math.floor(at.getTime() / 1000 / STEP)));
-  const mac = createHmac('sha1', base32Decode(secret)).update(counter).digest();
-  const offset = (mac.at(-1) ?? 0) & 0x0f;
-  return String((mac.readUInt32BE(offset) & 0x7fffffff) % 1_000_000).padStart(6, '0');
-}
 
 /** A code that is wrong at `at`: none of the codes of the steps a verifier may accept (±1). */
 function wrongCode(secret: string, at: Date): string {
@@ -72,42 +40,16 @@ function wrongCode(secret: string, at: Date): string {
 
 // --- The app and its API -------------------------------------------------------------------------------------------
 
-const cleanups: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
+const cleanups = cleanupAfterEach();
 
-async function startApp(dialect: Dialect, clock: FakeClock): Promise<PlinthApp> {
-  const app = await buildTestApp(dialect, { clock, env: { REQUIRE_EMAIL_VERIFICATION: 'false' } });
-  cleanups.push(() => app.close());
-  return app;
-}
-
-const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
-
-function expectProblem(res: LightMyRequestResponse, status: number, code: string): void {
-  expect(res.statusCode).toBe(status);
-  expect(res.headers['content-type']).toMatch(/^application\/problem\+json/);
-  expect(Problem.parse(res.json()).code).toBe(code);
-}
-
-async function signup(app: PlinthApp, email = EMAIL): Promise<void> {
-  const res = await app.inject({
-    method: 'POST',
-    url: '/api/v1/auth/signup',
-    payload: { email, password: PASSWORD, name: 'Ada Lovelace' },
-  });
-  expect(res.statusCode).toBe(201);
+function startApp(dialect: Dialect, clock: FakeClock): Promise<PlinthApp> {
+  return startTestApp(dialect, cleanups, { clock, env: { REQUIRE_EMAIL_VERIFICATION: 'false' } });
 }
 
 const loginRequest = (app: PlinthApp, password = PASSWORD, email = EMAIL) =>
   app.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email, password } });
 
-async function loginWithoutMfa(app: PlinthApp): Promise<Pair> {
-  const res = await loginRequest(app);
-  expect(res.statusCode).toBe(200);
-  return TokenPair.parse(res.json());
-}
+const loginWithoutMfa = (app: PlinthApp) => loginWithPassword(app, EMAIL);
 
 /** Signs in with the password when two-factor authentication is on: the MFA token, and nothing else. */
 async function passwordStep(app: PlinthApp, password = PASSWORD): Promise<string> {
@@ -145,7 +87,7 @@ async function mfaEnabled(app: PlinthApp, accessToken: string): Promise<boolean>
 
 /** Signs up, enrols and confirms an authenticator at the clock's time; the code used for that is now spent. */
 async function userWithMfa(app: PlinthApp, clock: FakeClock) {
-  await signup(app);
+  await signup(app, EMAIL);
   const pair = await loginWithoutMfa(app);
   const enrolled = TotpEnrollment.parse((await enroll(app, pair.accessToken)).json());
   const confirmed = await confirm(app, pair.accessToken, totp(enrolled.secret, clock.now()));
@@ -156,8 +98,8 @@ async function userWithMfa(app: PlinthApp, clock: FakeClock) {
 
 describe.each(testDialects)('TOTP enrolment (%s)', (dialect) => {
   it('needs the current password, and stores nothing on a wrong one', async () => {
-    const app = await startApp(dialect, fakeClock());
-    await signup(app);
+    const app = await startApp(dialect, createFakeClock(START));
+    await signup(app, EMAIL);
     const pair = await loginWithoutMfa(app);
 
     expectProblem(
@@ -174,8 +116,8 @@ describe.each(testDialects)('TOTP enrolment (%s)', (dialect) => {
   });
 
   it('hands out a base32 secret and an otpauth URI for it, and keeps the secret encrypted', async () => {
-    const app = await startApp(dialect, fakeClock());
-    await signup(app);
+    const app = await startApp(dialect, createFakeClock(START));
+    await signup(app, EMAIL);
     const pair = await loginWithoutMfa(app);
 
     const res = await enroll(app, pair.accessToken);
@@ -209,9 +151,9 @@ describe.each(testDialects)('TOTP enrolment (%s)', (dialect) => {
   });
 
   it('does not turn two-factor authentication on before a code confirms it', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock);
-    await signup(app);
+    await signup(app, EMAIL);
     const pair = await loginWithoutMfa(app);
     const { secret } = TotpEnrollment.parse((await enroll(app, pair.accessToken)).json());
 
@@ -226,7 +168,7 @@ describe.each(testDialects)('TOTP enrolment (%s)', (dialect) => {
   });
 
   it('is confirmed by a code computed from the secret, and returns ten distinct recovery codes', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock);
     const { pair, recoveryCodes } = await userWithMfa(app, clock);
 
@@ -243,10 +185,10 @@ describe.each(testDialects)('TOTP enrolment (%s)', (dialect) => {
   });
 
   it('refuses to enrol or confirm again while two-factor authentication is on', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock);
     const { pair, secret } = await userWithMfa(app, clock);
-    clock.advance(STEP);
+    clock.advance(STEP * SECOND);
     expectProblem(await enroll(app, pair.accessToken), 409, 'MFA_ALREADY_ENABLED');
     expectProblem(
       await confirm(app, pair.accessToken, totp(secret, clock.now())),
@@ -256,8 +198,8 @@ describe.each(testDialects)('TOTP enrolment (%s)', (dialect) => {
   });
 
   it('refuses a confirmation without an enrolment', async () => {
-    const app = await startApp(dialect, fakeClock());
-    await signup(app);
+    const app = await startApp(dialect, createFakeClock(START));
+    await signup(app, EMAIL);
     const pair = await loginWithoutMfa(app);
     expectProblem(await confirm(app, pair.accessToken, '123456'), 409, 'MFA_NOT_ENROLLED');
   });
@@ -265,10 +207,10 @@ describe.each(testDialects)('TOTP enrolment (%s)', (dialect) => {
 
 describe.each(testDialects)('signing in with a second factor (%s)', (dialect) => {
   it('answers the password with an MFA challenge only, and a current code with a token pair', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock);
     const { secret } = await userWithMfa(app, clock);
-    clock.advance(STEP);
+    clock.advance(STEP * SECOND);
 
     const mfaToken = await passwordStep(app);
     const res = await verify(app, mfaToken, totp(secret, clock.now()));
@@ -279,27 +221,27 @@ describe.each(testDialects)('signing in with a second factor (%s)', (dialect) =>
   });
 
   it('accepts a code once: the same code is refused at a new sign-in in the same step; the next step’s works', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock);
     const { secret } = await userWithMfa(app, clock);
-    clock.advance(STEP);
+    clock.advance(STEP * SECOND);
     const code = totp(secret, clock.now());
     expect((await verify(app, await passwordStep(app), code)).statusCode).toBe(200);
 
-    clock.advance(5);
+    clock.advance(5 * SECOND);
     expectProblem(await verify(app, await passwordStep(app), code), 401, 'INVALID_MFA_CODE');
 
-    clock.advance(STEP);
+    clock.advance(STEP * SECOND);
     const next = totp(secret, clock.now());
     expect(next).not.toBe(code);
     expect((await verify(app, await passwordStep(app), next)).statusCode).toBe(200);
     // Once a later step is used, an earlier step's code (still within the drift window) is refused too.
-    clock.advance(1);
+    clock.advance(1 * SECOND);
     expectProblem(await verify(app, await passwordStep(app), code), 401, 'INVALID_MFA_CODE');
   });
 
   it('refuses the code that confirmed the enrolment', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock);
     const { secret } = await userWithMfa(app, clock);
     expectProblem(
@@ -310,7 +252,7 @@ describe.each(testDialects)('signing in with a second factor (%s)', (dialect) =>
   });
 
   it('accepts each recovery code once', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock);
     const { recoveryCodes } = await userWithMfa(app, clock);
     const [first = '', second = ''] = recoveryCodes;
@@ -321,10 +263,10 @@ describe.each(testDialects)('signing in with a second factor (%s)', (dialect) =>
   });
 
   it('locks the account after five wrong codes, even against a right code and the right password', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock);
     const { secret } = await userWithMfa(app, clock);
-    clock.advance(STEP);
+    clock.advance(STEP * SECOND);
 
     const mfaToken = await passwordStep(app);
     for (let i = 0; i < 5; i++) {
@@ -336,15 +278,15 @@ describe.each(testDialects)('signing in with a second factor (%s)', (dialect) =>
     expectProblem(await loginRequest(app), 423, 'ACCOUNT_LOCKED');
 
     // The lock is temporary; afterwards the second factor is still required.
-    clock.advance(15 * 60 + 1);
+    clock.advance((15 * 60 + 1) * SECOND);
     expect((await verify(app, await passwordStep(app), totp(secret, clock.now()))).statusCode).toBe(200);
   });
 
   it('does not let a correct password reset the count of wrong codes', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock);
     const { secret } = await userWithMfa(app, clock);
-    clock.advance(STEP);
+    clock.advance(STEP * SECOND);
 
     // Someone who knows the password must not get unlimited guesses by signing in again between them.
     const first = await passwordStep(app);
@@ -355,10 +297,10 @@ describe.each(testDialects)('signing in with a second factor (%s)', (dialect) =>
   });
 
   it('counts wrong passwords and wrong codes together', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock);
     const { secret } = await userWithMfa(app, clock);
-    clock.advance(STEP);
+    clock.advance(STEP * SECOND);
 
     for (let i = 0; i < 3; i++) {
       expectProblem(await loginRequest(app, 'not the password at all, sorry'), 401, 'INVALID_CREDENTIALS');
@@ -369,22 +311,22 @@ describe.each(testDialects)('signing in with a second factor (%s)', (dialect) =>
   });
 
   it('refuses an expired MFA token without spending the code', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock);
     const { secret } = await userWithMfa(app, clock);
     const mfaToken = await passwordStep(app);
 
-    clock.advance(6 * 60);
+    clock.advance(6 * 60 * SECOND);
     const code = totp(secret, clock.now());
     expectProblem(await verify(app, mfaToken, code), 401, 'INVALID_TOKEN');
     expect((await verify(app, await passwordStep(app), code)).statusCode).toBe(200);
   });
 
   it('accepts only an MFA token: not an access token, a refresh token or a tampered MFA token', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock);
     const { pair, secret } = await userWithMfa(app, clock);
-    clock.advance(STEP);
+    clock.advance(STEP * SECOND);
     const code = totp(secret, clock.now());
 
     expectProblem(await verify(app, pair.accessToken, code), 401, 'INVALID_TOKEN');
@@ -398,7 +340,7 @@ describe.each(testDialects)('signing in with a second factor (%s)', (dialect) =>
   });
 
   it('is not bypassed by a password reset', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock);
     const { pair, secret } = await userWithMfa(app, clock);
 
@@ -424,7 +366,7 @@ describe.each(testDialects)('signing in with a second factor (%s)', (dialect) =>
     );
     expectProblem(await loginRequest(app), 401, 'INVALID_CREDENTIALS');
     const mfaToken = await passwordStep(app, NEW_PASSWORD);
-    clock.advance(STEP);
+    clock.advance(STEP * SECOND);
     const signedIn = TokenPair.parse((await verify(app, mfaToken, totp(secret, clock.now()))).json());
     expect(await mfaEnabled(app, signedIn.accessToken)).toBe(true);
   });
@@ -465,10 +407,10 @@ describe.each(testDialects)('managing two-factor authentication (%s)', (dialect)
     });
 
   it('turns off only with the password and a current code', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock);
     const { pair, secret } = await userWithMfa(app, clock);
-    clock.advance(STEP);
+    clock.advance(STEP * SECOND);
     const code = totp(secret, clock.now());
 
     expectProblem(
@@ -494,7 +436,7 @@ describe.each(testDialects)('managing two-factor authentication (%s)', (dialect)
       .executeTakeFirstOrThrow();
     expect(row).toEqual({ totp_secret: null, totp_enabled_at: null });
     expect(await app.database.db.selectFrom('recovery_codes').select('id').execute()).toEqual([]);
-    clock.advance(STEP);
+    clock.advance(STEP * SECOND);
     expectProblem(
       await disable(app, pair.accessToken, PASSWORD, totp(secret, clock.now())),
       409,
@@ -503,10 +445,10 @@ describe.each(testDialects)('managing two-factor authentication (%s)', (dialect)
   });
 
   it('replaces the recovery codes, with the password and a current code; the old ones stop working', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock);
     const { pair, secret, recoveryCodes: old } = await userWithMfa(app, clock);
-    clock.advance(STEP);
+    clock.advance(STEP * SECOND);
     const code = totp(secret, clock.now());
 
     expectProblem(

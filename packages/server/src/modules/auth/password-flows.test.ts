@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { buildApp, type PlinthApp } from '../../app.ts';
 import {
   bearer,
+  cleanupAfterEach,
   createFakeClock,
   DAY,
   findUser,
@@ -12,35 +13,28 @@ import {
   loginResponse,
   MAIL_SUBJECT,
   MINUTE,
+  me,
   outboxMails,
+  refresh,
   SECOND,
   STRONG_PASSWORDS,
   settleBackgroundWork,
   signupAndVerify,
+  startTestApp,
   tokenFromLink,
 } from '../../test/auth-helpers.ts';
 import { testDialects } from '../../test/dialects.ts';
-import { buildTestApp, createTestDatabase, type TestAppOptions, testConfig } from '../../test/harness.ts';
+import { createTestDatabase, type TestAppOptions, testConfig } from '../../test/harness.ts';
 
 const [P0 = '', P1 = '', P2 = '', P3 = '', P4 = '', P5 = '', P6 = ''] = STRONG_PASSWORDS;
 const ADA = { email: 'ada@example.com', password: P0, name: 'Ada Lovelace' };
 
 describe.each(testDialects)('passwords on %s', (dialect) => {
-  const cleanups: (() => Promise<void>)[] = [];
-  afterEach(async () => {
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  });
+  const cleanups = cleanupAfterEach();
 
-  async function start(options: TestAppOptions = {}): Promise<PlinthApp> {
-    const app = await buildTestApp(dialect, options);
-    cleanups.push(() => app.close());
-    return app;
-  }
+  const start = (options: TestAppOptions = {}): Promise<PlinthApp> =>
+    startTestApp(dialect, cleanups, options);
 
-  const me = (app: PlinthApp, accessToken: string) =>
-    app.inject({ method: 'GET', url: '/api/v1/me', headers: bearer(accessToken) });
-  const refresh = (app: PlinthApp, refreshToken: string) =>
-    app.inject({ method: 'POST', url: '/api/v1/auth/refresh', payload: { refreshToken } });
   const changePassword = (
     app: PlinthApp,
     accessToken: string,

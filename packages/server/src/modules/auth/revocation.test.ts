@@ -1,40 +1,35 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
-import { Problem, TokenPair } from '@plinth/shared';
-import type { LightMyRequestResponse } from 'fastify';
-import { afterEach, describe, expect, it } from 'vitest';
+import { TokenPair } from '@plinth/shared';
+import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { buildApp, type PlinthApp } from '../../app.ts';
+import {
+  bearer,
+  cleanupAfterEach,
+  createFakeClock,
+  expectProblem,
+  type FakeClock,
+  loginWithPassword,
+  me,
+  refresh,
+  SECOND,
+  signup,
+  startTestApp,
+} from '../../test/auth-helpers.ts';
 import { testDialects, testRedisUrl } from '../../test/dialects.ts';
-import { buildTestApp, createTestDatabase, type TestDatabase, testConfig } from '../../test/harness.ts';
+import { createTestDatabase, type TestDatabase, testConfig } from '../../test/harness.ts';
 import { createRevokedSessions } from './revocation.ts';
 
 // Revoking a session refuses its access tokens before they expire, without a database read per request: each
 // replica keeps the recently revoked sessions in memory. These tests check that nothing is forgotten when a
 // replica restarts, and (with Redis) that a revocation on one replica reaches the others.
 
-const PASSWORD = 'violet tractor humming under seven moons';
 const START = '2030-03-04T09:00:00.000Z';
 const TTL = 900;
 type Dialect = (typeof testDialects)[number];
-type Pair = z.infer<typeof TokenPair>;
 
-/** A clock the test moves by hand; every rule that depends on time reads it. */
-function fakeClock(start = START) {
-  let current = new Date(start).getTime();
-  return {
-    now: () => new Date(current),
-    advance(seconds: number) {
-      current += seconds * 1000;
-    },
-  };
-}
-type FakeClock = ReturnType<typeof fakeClock>;
-
-const cleanups: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
+const cleanups = cleanupAfterEach();
 
 /** One database shared by several apps (replicas, or one app before and after a restart). */
 async function sharedDatabase(dialect: Dialect): Promise<TestDatabase> {
@@ -70,38 +65,8 @@ async function startApp(
   return app;
 }
 
-const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
-const me = (app: PlinthApp, accessToken: string) =>
-  app.inject({ method: 'GET', url: '/api/v1/me', headers: bearer(accessToken) });
-const refresh = (app: PlinthApp, refreshToken: string) =>
-  app.inject({ method: 'POST', url: '/api/v1/auth/refresh', payload: { refreshToken } });
 const logout = (app: PlinthApp, accessToken: string) =>
   app.inject({ method: 'POST', url: '/api/v1/auth/logout', headers: bearer(accessToken) });
-
-async function signup(app: PlinthApp, email: string): Promise<void> {
-  const res = await app.inject({
-    method: 'POST',
-    url: '/api/v1/auth/signup',
-    payload: { email, password: PASSWORD, name: 'Ada Lovelace' },
-  });
-  expect(res.statusCode).toBe(201);
-}
-
-async function login(app: PlinthApp, email: string): Promise<Pair> {
-  const res = await app.inject({
-    method: 'POST',
-    url: '/api/v1/auth/login',
-    payload: { email, password: PASSWORD },
-  });
-  expect(res.statusCode).toBe(200);
-  return TokenPair.parse(res.json());
-}
-
-function expectProblem(res: LightMyRequestResponse, status: number, code: string): void {
-  expect(res.statusCode).toBe(status);
-  expect(res.headers['content-type']).toMatch(/^application\/problem\+json/);
-  expect(Problem.parse(res.json()).code).toBe(code);
-}
 
 /**
  * Asks `probe` again every 25 ms until it holds or `timeoutMs` has passed (real time: Redis delivery is
@@ -123,17 +88,17 @@ const sessionId = (accessToken: string) =>
 
 describe.each(testDialects)('revocation across a restart (%s)', (dialect) => {
   it('refuses, after a restart, the access token of a session revoked before it', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const database = await sharedDatabase(dialect);
     const env = installationEnv();
     const before = await startApp(database, env, clock);
     await signup(before, 'ada@example.com');
-    const revoked = await login(before, 'ada@example.com');
-    const kept = await login(before, 'ada@example.com');
+    const revoked = await loginWithPassword(before, 'ada@example.com');
+    const kept = await loginWithPassword(before, 'ada@example.com');
     expect((await logout(before, revoked.accessToken)).statusCode).toBe(204);
     await before.close();
 
-    clock.advance(60);
+    clock.advance(60 * SECOND);
     const after = await startApp(database, env, clock);
     expectProblem(await me(after, revoked.accessToken), 401, 'SESSION_REVOKED');
     expectProblem(await refresh(after, revoked.refreshToken), 401, 'INVALID_REFRESH_TOKEN');
@@ -142,19 +107,22 @@ describe.each(testDialects)('revocation across a restart (%s)', (dialect) => {
   });
 
   it('remembers every kind of revocation: logout-all, ending one session, refresh-token reuse', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const database = await sharedDatabase(dialect);
     const env = installationEnv();
     const before = await startApp(database, env, clock);
     await signup(before, 'ada@example.com');
     await signup(before, 'grace@example.com');
     await signup(before, 'linus@example.com');
-    const ada = [await login(before, 'ada@example.com'), await login(before, 'ada@example.com')] as const;
-    const grace = [
-      await login(before, 'grace@example.com'),
-      await login(before, 'grace@example.com'),
+    const ada = [
+      await loginWithPassword(before, 'ada@example.com'),
+      await loginWithPassword(before, 'ada@example.com'),
     ] as const;
-    const linus = await login(before, 'linus@example.com');
+    const grace = [
+      await loginWithPassword(before, 'grace@example.com'),
+      await loginWithPassword(before, 'grace@example.com'),
+    ] as const;
+    const linus = await loginWithPassword(before, 'linus@example.com');
 
     await before.inject({
       method: 'POST',
@@ -168,7 +136,7 @@ describe.each(testDialects)('revocation across a restart (%s)', (dialect) => {
     });
     expect(del.statusCode).toBe(204);
     await refresh(before, linus.refreshToken);
-    clock.advance(11);
+    clock.advance(11 * SECOND);
     expectProblem(await refresh(before, linus.refreshToken), 401, 'INVALID_REFRESH_TOKEN');
     await before.close();
 
@@ -180,19 +148,19 @@ describe.each(testDialects)('revocation across a restart (%s)', (dialect) => {
   });
 
   it('still refuses a revoked token restarted into the last seconds of its life, clock skew included', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const database = await sharedDatabase(dialect);
     const env = installationEnv();
     const before = await startApp(database, env, clock);
     await signup(before, 'ada@example.com');
-    const revoked = await login(before, 'ada@example.com');
-    const kept = await login(before, 'ada@example.com');
+    const revoked = await loginWithPassword(before, 'ada@example.com');
+    const kept = await loginWithPassword(before, 'ada@example.com');
     await logout(before, revoked.accessToken);
     await before.close();
 
     // Past `exp`, but within the few seconds of skew a verifier allows: the kept token still works, so only
     // the revocation can refuse the other.
-    clock.advance(TTL + 3);
+    clock.advance((TTL + 3) * SECOND);
     const after = await startApp(database, env, clock);
     expect((await me(after, kept.accessToken)).statusCode).toBe(200);
     expectProblem(await me(after, revoked.accessToken), 401, 'SESSION_REVOKED');
@@ -205,7 +173,7 @@ if (testRedisUrl) {
 
   describe.each(testDialects)('revocation across replicas through Redis (%s)', (dialect) => {
     async function twoReplicas() {
-      const clock = fakeClock();
+      const clock = createFakeClock(START);
       const database = await sharedDatabase(dialect);
       const env = installationEnv({ REDIS_URL: redisUrl });
       const a = await startApp(database, env, clock);
@@ -217,15 +185,14 @@ if (testRedisUrl) {
     it('hears other replicas even when the shared Redis client was connected before the revocation set started', async () => {
       // The composition root hands over a client that may already be connected; its settings then differ from
       // a fresh one's (no more offline queue), and the revocation set must subscribe all the same.
-      const app = await buildTestApp(dialect, { env: { REDIS_URL: redisUrl } });
-      cleanups.push(() => app.close());
+      const app = await startTestApp(dialect, cleanups, { env: { REDIS_URL: redisUrl } });
       const redis = app.redis;
       if (!redis) throw new Error('REDIS_URL is set, so the app must have a Redis client');
       if (redis.status !== 'ready') await once(redis, 'ready');
       const open = () =>
         createRevokedSessions({
           db: app.database.db,
-          clock: fakeClock(),
+          clock: createFakeClock(START),
           accessTokenTtlSeconds: TTL,
           redis,
           log: app.log,
@@ -245,8 +212,8 @@ if (testRedisUrl) {
 
     it('refuses on replica B, within a short wait, an access token logged out on replica A', async () => {
       const { a, b } = await twoReplicas();
-      const pair = await login(a, 'ada@example.com');
-      const other = await login(a, 'ada@example.com');
+      const pair = await loginWithPassword(a, 'ada@example.com');
+      const other = await loginWithPassword(a, 'ada@example.com');
       expect((await me(b, pair.accessToken)).statusCode).toBe(200);
 
       expect((await logout(a, pair.accessToken)).statusCode).toBe(204);
@@ -262,9 +229,9 @@ if (testRedisUrl) {
 
     it('carries logout-all and the ending of one session from B back to A', async () => {
       const { a, b } = await twoReplicas();
-      const first = await login(a, 'ada@example.com');
-      const second = await login(b, 'ada@example.com');
-      const third = await login(a, 'ada@example.com');
+      const first = await loginWithPassword(a, 'ada@example.com');
+      const second = await loginWithPassword(b, 'ada@example.com');
+      const third = await loginWithPassword(a, 'ada@example.com');
 
       const del = await b.inject({
         method: 'DELETE',
@@ -284,12 +251,12 @@ if (testRedisUrl) {
 
     it('carries a revocation for refresh-token reuse detected on B to replica A', async () => {
       const { a, b, clock } = await twoReplicas();
-      const pair = await login(a, 'ada@example.com');
+      const pair = await loginWithPassword(a, 'ada@example.com');
       const rotated = TokenPair.parse((await refresh(a, pair.refreshToken)).json());
       expect((await me(a, rotated.accessToken)).statusCode).toBe(200);
 
       // The spent token turns up again, at the other replica, after the grace window.
-      clock.advance(11);
+      clock.advance(11 * SECOND);
       expectProblem(await refresh(b, pair.refreshToken), 401, 'INVALID_REFRESH_TOKEN');
       expect(await eventually(async () => (await me(a, rotated.accessToken)).statusCode === 401)).toBe(true);
       expectProblem(await me(a, rotated.accessToken), 401, 'SESSION_REVOKED');

@@ -1,76 +1,37 @@
 import { randomUUID } from 'node:crypto';
 import { Problem, SessionList, TokenPair } from '@plinth/shared';
 import type { LightMyRequestResponse } from 'fastify';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import type { PlinthApp } from '../../app.ts';
+import {
+  bearer,
+  cleanupAfterEach,
+  createFakeClock,
+  DAY,
+  type FakeClock,
+  loginWithPassword,
+  me,
+  PASSWORD,
+  refresh,
+  SECOND,
+  signup,
+  startTestApp,
+} from '../../test/auth-helpers.ts';
 import { testDialects } from '../../test/dialects.ts';
-import { buildTestApp } from '../../test/harness.ts';
 
 // Sessions as a client lives them: rotation with reuse detection, the grace window for concurrent refreshes,
 // the sliding and absolute lifetimes, listing and ending sessions, and how unauthenticated calls are answered.
 
-const PASSWORD = 'violet tractor humming under seven moons';
-const DAY = 86_400;
 const START = '2030-03-04T09:00:00.000Z';
 
 type Pair = z.infer<typeof TokenPair>;
 
-/** A clock the test moves by hand; every rule that depends on time reads it. */
-function fakeClock(start = START) {
-  let current = new Date(start).getTime();
-  return {
-    now: () => new Date(current),
-    advance(seconds: number) {
-      current += seconds * 1000;
-    },
-  };
+const cleanups = cleanupAfterEach();
+
+function startApp(dialect: (typeof testDialects)[number], clock: FakeClock): Promise<PlinthApp> {
+  return startTestApp(dialect, cleanups, { clock, env: { REQUIRE_EMAIL_VERIFICATION: 'false' } });
 }
-type FakeClock = ReturnType<typeof fakeClock>;
-
-const cleanups: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-
-async function startApp(dialect: (typeof testDialects)[number], clock: FakeClock): Promise<PlinthApp> {
-  const app = await buildTestApp(dialect, { clock, env: { REQUIRE_EMAIL_VERIFICATION: 'false' } });
-  cleanups.push(() => app.close());
-  return app;
-}
-
-const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
-
-async function signup(app: PlinthApp, email: string): Promise<void> {
-  const res = await app.inject({
-    method: 'POST',
-    url: '/api/v1/auth/signup',
-    payload: { email, password: PASSWORD, name: 'Ada Lovelace' },
-  });
-  expect(res.statusCode).toBe(201);
-}
-
-async function login(
-  app: PlinthApp,
-  email: string,
-  client: { userAgent?: string; ip?: string } = {},
-): Promise<Pair> {
-  const res = await app.inject({
-    method: 'POST',
-    url: '/api/v1/auth/login',
-    payload: { email, password: PASSWORD },
-    headers: client.userAgent ? { 'user-agent': client.userAgent } : {},
-    ...(client.ip ? { remoteAddress: client.ip } : {}),
-  });
-  expect(res.statusCode).toBe(200);
-  return TokenPair.parse(res.json());
-}
-
-const refresh = (app: PlinthApp, refreshToken: string) =>
-  app.inject({ method: 'POST', url: '/api/v1/auth/refresh', payload: { refreshToken } });
-
-const me = (app: PlinthApp, accessToken: string) =>
-  app.inject({ method: 'GET', url: '/api/v1/me', headers: bearer(accessToken) });
 
 const sessions = async (app: PlinthApp, accessToken: string) => {
   const res = await app.inject({ method: 'GET', url: '/api/v1/auth/sessions', headers: bearer(accessToken) });
@@ -96,11 +57,11 @@ function expectProblem(res: LightMyRequestResponse, status: number, code?: strin
 
 describe.each(testDialects)('refresh-token rotation (%s)', (dialect) => {
   it('exchanges a refresh token for a new, different pair whose access token works', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock);
     await signup(app, 'ada@example.com');
-    const first = await login(app, 'ada@example.com');
-    clock.advance(60);
+    const first = await loginWithPassword(app, 'ada@example.com');
+    clock.advance(60 * SECOND);
 
     const res = await refresh(app, first.refreshToken);
     expect(res.statusCode).toBe(200);
@@ -116,14 +77,14 @@ describe.each(testDialects)('refresh-token rotation (%s)', (dialect) => {
   });
 
   it('answers a retry of the same refresh within the grace window with the same pair, not a new one', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock);
     await signup(app, 'ada@example.com');
-    const first = await login(app, 'ada@example.com');
+    const first = await loginWithPassword(app, 'ada@example.com');
 
     const original = await refresh(app, first.refreshToken);
     expect(original.statusCode).toBe(200);
-    clock.advance(9);
+    clock.advance(9 * SECOND);
     const retry = await refresh(app, first.refreshToken);
     expect(retry.statusCode).toBe(200);
     expect(TokenPair.parse(retry.json())).toEqual(TokenPair.parse(original.json()));
@@ -131,15 +92,15 @@ describe.each(testDialects)('refresh-token rotation (%s)', (dialect) => {
   });
 
   it('refuses a spent refresh token after the grace window and ends the whole session (reuse detection)', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock);
     await signup(app, 'ada@example.com');
-    const first = await login(app, 'ada@example.com');
+    const first = await loginWithPassword(app, 'ada@example.com');
     const second = TokenPair.parse((await refresh(app, first.refreshToken)).json());
     const third = TokenPair.parse((await refresh(app, second.refreshToken)).json());
     expect((await me(app, third.accessToken)).statusCode).toBe(200);
 
-    clock.advance(11);
+    clock.advance(11 * SECOND);
     expectProblem(await refresh(app, first.refreshToken), 401, 'INVALID_REFRESH_TOKEN');
 
     // Whoever held the newest tokens — the client or a thief — is signed out too.
@@ -149,13 +110,13 @@ describe.each(testDialects)('refresh-token rotation (%s)', (dialect) => {
   });
 
   it('leaves the other sessions of the user alone when one family is revoked for reuse', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock);
     await signup(app, 'ada@example.com');
-    const stolen = await login(app, 'ada@example.com');
-    const other = await login(app, 'ada@example.com');
+    const stolen = await loginWithPassword(app, 'ada@example.com');
+    const other = await loginWithPassword(app, 'ada@example.com');
     await refresh(app, stolen.refreshToken);
-    clock.advance(11);
+    clock.advance(11 * SECOND);
     expectProblem(await refresh(app, stolen.refreshToken), 401, 'INVALID_REFRESH_TOKEN');
 
     expect((await me(app, other.accessToken)).statusCode).toBe(200);
@@ -163,10 +124,10 @@ describe.each(testDialects)('refresh-token rotation (%s)', (dialect) => {
   });
 
   it.each([2, 5])('gives %i concurrent refreshes of one token the very same new pair', async (count) => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock);
     await signup(app, 'ada@example.com');
-    const first = await login(app, 'ada@example.com');
+    const first = await loginWithPassword(app, 'ada@example.com');
 
     const responses = await Promise.all(
       Array.from({ length: count }, () => refresh(app, first.refreshToken)),
@@ -190,7 +151,7 @@ describe.each(testDialects)('refresh-token rotation (%s)', (dialect) => {
   });
 
   it('refuses unknown and malformed refresh tokens', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock);
     expectProblem(await refresh(app, 'x'.repeat(43)), 401, 'INVALID_REFRESH_TOKEN');
     expectProblem(await refresh(app, 'short'), 400, 'VALIDATION_FAILED');
@@ -204,10 +165,10 @@ describe.each(testDialects)('refresh-token rotation (%s)', (dialect) => {
 
 describe.each(testDialects)('ending sessions (%s)', (dialect) => {
   it('refuses the refresh and access tokens of a session after logout', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock);
     await signup(app, 'ada@example.com');
-    const pair = await login(app, 'ada@example.com');
+    const pair = await loginWithPassword(app, 'ada@example.com');
 
     const res = await app.inject({
       method: 'POST',
@@ -220,11 +181,11 @@ describe.each(testDialects)('ending sessions (%s)', (dialect) => {
   });
 
   it('ends only the calling session on logout', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock);
     await signup(app, 'ada@example.com');
-    const leaving = await login(app, 'ada@example.com');
-    const staying = await login(app, 'ada@example.com');
+    const leaving = await loginWithPassword(app, 'ada@example.com');
+    const staying = await loginWithPassword(app, 'ada@example.com');
 
     await app.inject({ method: 'POST', url: '/api/v1/auth/logout', headers: bearer(leaving.accessToken) });
     expect((await me(app, staying.accessToken)).statusCode).toBe(200);
@@ -232,14 +193,14 @@ describe.each(testDialects)('ending sessions (%s)', (dialect) => {
   });
 
   it('ends every session of the user, and no one else’s, on logout-all', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock);
     await signup(app, 'ada@example.com');
     await signup(app, 'grace@example.com');
-    const laptop = await login(app, 'ada@example.com');
-    const phone = await login(app, 'ada@example.com');
-    const tablet = await login(app, 'ada@example.com');
-    const someoneElse = await login(app, 'grace@example.com');
+    const laptop = await loginWithPassword(app, 'ada@example.com');
+    const phone = await loginWithPassword(app, 'ada@example.com');
+    const tablet = await loginWithPassword(app, 'ada@example.com');
+    const someoneElse = await loginWithPassword(app, 'grace@example.com');
 
     const res = await app.inject({
       method: 'POST',
@@ -258,23 +219,23 @@ describe.each(testDialects)('ending sessions (%s)', (dialect) => {
 
 describe.each(testDialects)('session lifetimes (%s)', (dialect) => {
   it('ends a session left unused for longer than the refresh-token lifetime (7 days)', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock);
     await signup(app, 'ada@example.com');
-    const idle = await login(app, 'ada@example.com');
-    const active = await login(app, 'ada@example.com');
+    const idle = await loginWithPassword(app, 'ada@example.com');
+    const active = await loginWithPassword(app, 'ada@example.com');
 
-    clock.advance(7 * DAY - 1);
+    clock.advance(7 * DAY - SECOND);
     expect((await refresh(app, active.refreshToken)).statusCode).toBe(200);
-    clock.advance(2);
+    clock.advance(2 * SECOND);
     expectProblem(await refresh(app, idle.refreshToken), 401, 'INVALID_REFRESH_TOKEN');
   });
 
   it('slides: each refresh grants another 7 days from the time of the refresh', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock);
     await signup(app, 'ada@example.com');
-    let pair = await login(app, 'ada@example.com');
+    let pair = await loginWithPassword(app, 'ada@example.com');
     for (let i = 0; i < 3; i++) {
       clock.advance(6 * DAY);
       const res = await refresh(app, pair.refreshToken);
@@ -282,15 +243,15 @@ describe.each(testDialects)('session lifetimes (%s)', (dialect) => {
       pair = TokenPair.parse(res.json());
     }
     // 18 days after sign-in, well past the 7 days of the first refresh token.
-    clock.advance(7 * DAY + 1);
+    clock.advance(7 * DAY + SECOND);
     expectProblem(await refresh(app, pair.refreshToken), 401, 'INVALID_REFRESH_TOKEN');
   });
 
   it('ends a session 30 days after sign-in however often it was refreshed (absolute lifetime)', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock);
     await signup(app, 'ada@example.com');
-    let pair = await login(app, 'ada@example.com');
+    let pair = await loginWithPassword(app, 'ada@example.com');
     let previousDay = 0;
     for (const day of [6, 12, 18, 24, 29]) {
       clock.advance((day - previousDay) * DAY);
@@ -301,20 +262,20 @@ describe.each(testDialects)('session lifetimes (%s)', (dialect) => {
     }
     expect((await me(app, pair.accessToken)).statusCode).toBe(200);
 
-    clock.advance(DAY + 1); // 30 days and 1 second after sign-in
+    clock.advance(DAY + SECOND); // 30 days and 1 second after sign-in
     expectProblem(await refresh(app, pair.refreshToken), 401, 'INVALID_REFRESH_TOKEN');
     // A fresh sign-in starts a new 30 days.
-    const again = await login(app, 'ada@example.com');
+    const again = await loginWithPassword(app, 'ada@example.com');
     expect((await refresh(app, again.refreshToken)).statusCode).toBe(200);
   });
 
   it('expires access tokens after ACCESS_TOKEN_TTL_SECONDS while the session lives on', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock);
     await signup(app, 'ada@example.com');
-    const pair = await login(app, 'ada@example.com');
+    const pair = await loginWithPassword(app, 'ada@example.com');
     expect(pair.expiresIn).toBe(900);
-    clock.advance(900 + 60);
+    clock.advance((900 + 60) * SECOND);
     expectProblem(await me(app, pair.accessToken), 401, 'INVALID_TOKEN');
     const renewed = TokenPair.parse((await refresh(app, pair.refreshToken)).json());
     expect((await me(app, renewed.accessToken)).statusCode).toBe(200);
@@ -323,18 +284,27 @@ describe.each(testDialects)('session lifetimes (%s)', (dialect) => {
 
 describe.each(testDialects)('listing and revoking sessions (%s)', (dialect) => {
   it('lists live sessions newest first with their client, times and the caller marked current', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock);
     await signup(app, 'ada@example.com');
-    const laptop = await login(app, 'ada@example.com', { userAgent: 'Laptop/1.0', ip: '203.0.113.7' });
+    const laptop = await loginWithPassword(app, 'ada@example.com', {
+      userAgent: 'Laptop/1.0',
+      remoteAddress: '203.0.113.7',
+    });
     const laptopAt = clock.now().toISOString();
-    clock.advance(60);
-    const phone = await login(app, 'ada@example.com', { userAgent: 'Phone/2.0', ip: '198.51.100.23' });
+    clock.advance(60 * SECOND);
+    const phone = await loginWithPassword(app, 'ada@example.com', {
+      userAgent: 'Phone/2.0',
+      remoteAddress: '198.51.100.23',
+    });
     const phoneAt = clock.now().toISOString();
-    clock.advance(60);
-    const ended = await login(app, 'ada@example.com', { userAgent: 'Kiosk/3.0', ip: '192.0.2.1' });
+    clock.advance(60 * SECOND);
+    const ended = await loginWithPassword(app, 'ada@example.com', {
+      userAgent: 'Kiosk/3.0',
+      remoteAddress: '192.0.2.1',
+    });
     await app.inject({ method: 'POST', url: '/api/v1/auth/logout', headers: bearer(ended.accessToken) });
-    clock.advance(60);
+    clock.advance(60 * SECOND);
     await refresh(app, laptop.refreshToken);
     const laptopUsedAt = clock.now().toISOString();
 
@@ -366,21 +336,21 @@ describe.each(testDialects)('listing and revoking sessions (%s)', (dialect) => {
   });
 
   it('lists only the caller’s own sessions', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock);
     await signup(app, 'ada@example.com');
     await signup(app, 'grace@example.com');
-    const ada = await login(app, 'ada@example.com');
-    await login(app, 'grace@example.com');
+    const ada = await loginWithPassword(app, 'ada@example.com');
+    await loginWithPassword(app, 'grace@example.com');
     expect((await sessions(app, ada.accessToken)).map((s) => s.id)).toEqual([sidOf(ada.accessToken)]);
   });
 
   it('ends another of the caller’s sessions at once: its access token and refresh token stop working', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock);
     await signup(app, 'ada@example.com');
-    const mine = await login(app, 'ada@example.com');
-    const lost = await login(app, 'ada@example.com');
+    const mine = await loginWithPassword(app, 'ada@example.com');
+    const lost = await loginWithPassword(app, 'ada@example.com');
     expect((await me(app, lost.accessToken)).statusCode).toBe(200);
 
     const res = await app.inject({
@@ -396,12 +366,12 @@ describe.each(testDialects)('listing and revoking sessions (%s)', (dialect) => {
   });
 
   it('answers 404 for another user’s session and leaves it working', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock);
     await signup(app, 'ada@example.com');
     await signup(app, 'mallory@example.com');
-    const victim = await login(app, 'ada@example.com');
-    const attacker = await login(app, 'mallory@example.com');
+    const victim = await loginWithPassword(app, 'ada@example.com');
+    const attacker = await loginWithPassword(app, 'mallory@example.com');
 
     const res = await app.inject({
       method: 'DELETE',
@@ -414,11 +384,11 @@ describe.each(testDialects)('listing and revoking sessions (%s)', (dialect) => {
   });
 
   it('answers 404 for an unknown or already-ended session id and 400 for a malformed one', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock);
     await signup(app, 'ada@example.com');
-    const mine = await login(app, 'ada@example.com');
-    const ended = await login(app, 'ada@example.com');
+    const mine = await loginWithPassword(app, 'ada@example.com');
+    const ended = await loginWithPassword(app, 'ada@example.com');
     await app.inject({ method: 'POST', url: '/api/v1/auth/logout', headers: bearer(ended.accessToken) });
     const del = (id: string) =>
       app.inject({ method: 'DELETE', url: `/api/v1/auth/sessions/${id}`, headers: bearer(mine.accessToken) });
@@ -433,7 +403,7 @@ describe.each(testDialects)('listing and revoking sessions (%s)', (dialect) => {
 
 describe.each(testDialects)('authenticated responses (%s)', (dialect) => {
   it('marks authenticated responses and token responses Cache-Control: no-store', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock);
     await signup(app, 'ada@example.com');
     const loginRes = await app.inject({
@@ -460,7 +430,7 @@ describe.each(testDialects)('authenticated responses (%s)', (dialect) => {
   });
 
   it('answers every bearer-protected route without a token with 401 and WWW-Authenticate: Bearer', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock);
     const doc = z
       .object({ paths: z.record(z.string(), z.record(z.string(), z.unknown())) })

@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { PlinthApp } from '../../app.ts';
 import {
   bearer,
+  cleanupAfterEach,
   createFakeClock,
   findUser,
   HOUR,
@@ -16,10 +17,11 @@ import {
   STRONG_PASSWORDS,
   settleBackgroundWork,
   signupAndVerify,
+  startTestApp,
   tokenFromLink,
 } from '../../test/auth-helpers.ts';
 import { testDialects } from '../../test/dialects.ts';
-import { buildTestApp, type TestAppOptions } from '../../test/harness.ts';
+import type { TestAppOptions } from '../../test/harness.ts';
 import { startSmtpServer, type TestSmtpServer } from '../mail/testing.ts';
 
 const [PASSWORD = '', OTHER_PASSWORD = ''] = STRONG_PASSWORDS;
@@ -29,16 +31,10 @@ const ADA = { email: 'ada@example.com', password: PASSWORD, name: 'Ada Lovelace'
 const PASSPHRASE_64 = 'ocean lantern cobalt fig maple river quartz sunset violin zebra!';
 
 describe.each(testDialects)('sign-up and email verification on %s', (dialect) => {
-  const cleanups: (() => Promise<void>)[] = [];
-  afterEach(async () => {
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  });
+  const cleanups = cleanupAfterEach();
 
-  async function start(options: TestAppOptions = {}): Promise<PlinthApp> {
-    const app = await buildTestApp(dialect, options);
-    cleanups.push(() => app.close());
-    return app;
-  }
+  const start = (options: TestAppOptions = {}): Promise<PlinthApp> =>
+    startTestApp(dialect, cleanups, options);
 
   const signup = (app: PlinthApp, payload: unknown) =>
     app.inject({ method: 'POST', url: '/api/v1/auth/signup', payload: payload as Record<string, unknown> });

@@ -1,11 +1,4 @@
-import {
-  createHmac,
-  createPublicKey,
-  generateKeyPairSync,
-  type KeyObject,
-  randomBytes,
-  randomUUID,
-} from 'node:crypto';
+import { createPublicKey, generateKeyPairSync, type KeyObject, randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Problem, SessionList, TokenPair } from '@plinth/shared';
@@ -24,6 +17,16 @@ import {
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import type { PlinthApp } from '../../app.ts';
+import {
+  bearer,
+  createFakeClock,
+  type FakeClock,
+  loginWithPassword,
+  PASSWORD,
+  SECOND,
+  signup,
+  totp,
+} from '../../test/auth-helpers.ts';
 import { testDialects } from '../../test/dialects.ts';
 import { buildTestApp } from '../../test/harness.ts';
 
@@ -32,7 +35,6 @@ import { buildTestApp } from '../../test/harness.ts';
 // session, so that the one thing wrong with each is the thing under test; a control forged the same way but
 // correctly shows the forging itself is sound.
 
-const PASSWORD = 'violet tractor humming under seven moons';
 const START = '2030-03-04T09:00:00.000Z';
 const PUBLIC_URL = 'https://plinth.test';
 const AUDIENCE = 'plinth-api';
@@ -40,47 +42,12 @@ const TTL = 900;
 type Dialect = (typeof testDialects)[number];
 type Pair = z.infer<typeof TokenPair>;
 
-/** A clock the test moves by hand; every rule that depends on time reads it. */
-function fakeClock(start = START) {
-  let current = new Date(start).getTime();
-  return {
-    now: () => new Date(current),
-    advance(seconds: number) {
-      current += seconds * 1000;
-    },
-    reset() {
-      current = new Date(start).getTime();
-    },
-  };
-}
-type FakeClock = ReturnType<typeof fakeClock>;
-
 const pkcs8 = (key: KeyObject) => key.export({ type: 'pkcs8', format: 'pem' }).toString();
 const nowSeconds = (clock: FakeClock) => Math.floor(clock.now().getTime() / 1000);
 const b64json = (value: unknown) => Buffer.from(JSON.stringify(value), 'utf8').toString('base64url');
-const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 
 const me = (app: PlinthApp, authorization: string) =>
   app.inject({ method: 'GET', url: '/api/v1/me', headers: { authorization } });
-
-async function signup(app: PlinthApp, email: string): Promise<void> {
-  const res = await app.inject({
-    method: 'POST',
-    url: '/api/v1/auth/signup',
-    payload: { email, password: PASSWORD, name: 'Ada Lovelace' },
-  });
-  expect(res.statusCode).toBe(201);
-}
-
-async function login(app: PlinthApp, email: string): Promise<Pair> {
-  const res = await app.inject({
-    method: 'POST',
-    url: '/api/v1/auth/login',
-    payload: { email, password: PASSWORD },
-  });
-  expect(res.statusCode).toBe(200);
-  return TokenPair.parse(res.json());
-}
 
 /** The problem a refused token gets: 401 problem+json that says to authenticate with a bearer token. */
 function expectUnauthorized(res: LightMyRequestResponse): void {
@@ -99,36 +66,10 @@ async function startApp(dialect: Dialect, clock: FakeClock, env: Record<string, 
   });
 }
 
-// --- TOTP (RFC 6238), written here from the RFC, to obtain a real MFA token ---------------------------------
-
-function base32Decode(text: string): Buffer {
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-  let bits = 0;
-  let buffer = 0;
-  const out: number[] = [];
-  for (const char of text.replace(/=+$/, '')) {
-    buffer = ((buffer << 5) | alphabet.indexOf(char)) & 0xffff;
-    bits += 5;
-    if (bits >= 8) {
-      out.push((buffer >>> (bits - 8)) & 0xff);
-      bits -= 8;
-    }
-  }
-  return Buffer.from(out);
-}
-
-function totp(secret: string, at: Date): string {
-  const counter = Buffer.alloc(8);
-  counter.writeBigUInt64BE(BigInt(Math.floor(at.getTime() / 1000 / 30)));
-  const mac = createHmac('sha1', base32Decode(secret)).update(counter).digest();
-  const offset = (mac.at(-1) ?? 0) & 0x0f;
-  return String((mac.readUInt32BE(offset) & 0x7fffffff) % 1_000_000).padStart(6, '0');
-}
-
 /** Signs up, turns two-factor authentication on and signs in: the MFA token handed out after the password. */
 async function mfaTokenOf(app: PlinthApp, clock: FakeClock, email: string): Promise<string> {
   await signup(app, email);
-  const pair = await login(app, email);
+  const pair = await loginWithPassword(app, email);
   const enroll = await app.inject({
     method: 'POST',
     url: '/api/v1/auth/mfa/totp/enroll',
@@ -156,7 +97,7 @@ async function mfaTokenOf(app: PlinthApp, clock: FakeClock, email: string): Prom
 describe.each(testDialects)('access tokens with a shared secret, HS256 (%s)', (dialect) => {
   const secret = randomBytes(32).toString('base64url');
   const key = new TextEncoder().encode(secret);
-  const clock = fakeClock();
+  const clock = createFakeClock(START);
   let app: PlinthApp;
   let genuine: Pair;
   let claims: JWTPayload;
@@ -167,13 +108,13 @@ describe.each(testDialects)('access tokens with a shared secret, HS256 (%s)', (d
     app = await startApp(dialect, clock, { JWT_SECRET: secret });
     await signup(app, 'ada@example.com');
     await signup(app, 'grace@example.com');
-    genuine = await login(app, 'ada@example.com');
+    genuine = await loginWithPassword(app, 'ada@example.com');
     claims = decodeJwt(genuine.accessToken);
-    otherUserId = decodeJwt((await login(app, 'grace@example.com')).accessToken).sub ?? '';
+    otherUserId = decodeJwt((await loginWithPassword(app, 'grace@example.com')).accessToken).sub ?? '';
     mfaToken = await mfaTokenOf(app, clock, 'mfa@example.com');
   });
   afterAll(async () => app?.close());
-  beforeEach(() => clock.reset());
+  beforeEach(() => clock.set(START));
 
   /** A token like the server's, signed with the configured secret, with parts of it changed. */
   const forge = (
@@ -235,9 +176,9 @@ describe.each(testDialects)('access tokens with a shared secret, HS256 (%s)', (d
   });
 
   it('accepts a token until it expires and refuses it once past exp and the clock skew allowance', async () => {
-    clock.advance(TTL - 1);
+    clock.advance((TTL - 1) * SECOND);
     expect((await me(app, `Bearer ${genuine.accessToken}`)).statusCode).toBe(200);
-    clock.advance(1 + 6);
+    clock.advance((1 + 6) * SECOND);
     expectUnauthorized(await me(app, `Bearer ${genuine.accessToken}`));
   });
 
@@ -361,7 +302,7 @@ describe.each(testDialects)('access tokens with an asymmetric key (%s)', (dialec
   describe.each(keyConfigs)('$name', ({ alg, generate }) => {
     const server = generate();
     const attacker = generate();
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     let app: PlinthApp;
     let genuine: Pair;
     let claims: JWTPayload;
@@ -372,7 +313,7 @@ describe.each(testDialects)('access tokens with an asymmetric key (%s)', (dialec
     beforeAll(async () => {
       app = await startApp(dialect, clock, { JWT_PRIVATE_KEY: pkcs8(server.privateKey) });
       await signup(app, 'ada@example.com');
-      genuine = await login(app, 'ada@example.com');
+      genuine = await loginWithPassword(app, 'ada@example.com');
       claims = decodeJwt(genuine.accessToken);
       kid = decodeProtectedHeader(genuine.accessToken).kid ?? '';
       attackerJwk = { ...(await exportJWK(attacker.publicKey)), kid: 'attacker', alg, use: 'sig' };
@@ -382,7 +323,7 @@ describe.each(testDialects)('access tokens with an asymmetric key (%s)', (dialec
       await keyServer?.close();
       await app?.close();
     });
-    beforeEach(() => clock.reset());
+    beforeEach(() => clock.set(START));
 
     const sign = (
       header: JWTHeaderParameters,
@@ -496,11 +437,11 @@ describe.each(testDialects)('access-token claims (%s)', (dialect) => {
   });
 
   it('carries iss, aud, sub, exp, iat, jti and sid, with exp − iat = ACCESS_TOKEN_TTL_SECONDS', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock, {});
     cleanups.push(() => app.close());
     await signup(app, 'ada@example.com');
-    const pair = await login(app, 'ada@example.com');
+    const pair = await loginWithPassword(app, 'ada@example.com');
     const claims = decodeJwt(pair.accessToken);
 
     for (const claim of ['iss', 'aud', 'sub', 'exp', 'iat', 'jti', 'sid'])
@@ -523,7 +464,7 @@ describe.each(testDialects)('access-token claims (%s)', (dialect) => {
     expect(current?.id).toBe(claims.sid);
 
     // Every token has its own id, including one from a refresh of the same session.
-    const second = decodeJwt((await login(app, 'ada@example.com')).accessToken);
+    const second = decodeJwt((await loginWithPassword(app, 'ada@example.com')).accessToken);
     const refreshed = await app.inject({
       method: 'POST',
       url: '/api/v1/auth/refresh',
@@ -536,7 +477,7 @@ describe.each(testDialects)('access-token claims (%s)', (dialect) => {
   });
 
   it('follows ACCESS_TOKEN_TTL_SECONDS, JWT_ISSUER and JWT_AUDIENCE from configuration', async () => {
-    const clock = fakeClock();
+    const clock = createFakeClock(START);
     const app = await startApp(dialect, clock, {
       ACCESS_TOKEN_TTL_SECONDS: '120',
       JWT_ISSUER: 'urn:plinth:test-issuer',
@@ -544,7 +485,7 @@ describe.each(testDialects)('access-token claims (%s)', (dialect) => {
     });
     cleanups.push(() => app.close());
     await signup(app, 'ada@example.com');
-    const pair = await login(app, 'ada@example.com');
+    const pair = await loginWithPassword(app, 'ada@example.com');
     const claims = decodeJwt(pair.accessToken);
     expect(claims.iss).toBe('urn:plinth:test-issuer');
     expect(claims.aud).toBe('fleet-api');
@@ -552,7 +493,7 @@ describe.each(testDialects)('access-token claims (%s)', (dialect) => {
     expect(pair.expiresIn).toBe(120);
 
     expect((await me(app, `Bearer ${pair.accessToken}`)).statusCode).toBe(200);
-    clock.advance(120 + 6);
+    clock.advance((120 + 6) * SECOND);
     expectUnauthorized(await me(app, `Bearer ${pair.accessToken}`));
   });
 });
