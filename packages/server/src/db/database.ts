@@ -1,11 +1,11 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import SQLite from 'better-sqlite3';
 import type { FastifyBaseLogger } from 'fastify';
 import { Kysely, type LogEvent, PostgresDialect, SqliteDialect, sql } from 'kysely';
 import pg from 'pg';
 import type { DatabaseConfig } from '../config.ts';
 import type { Database } from './schema.ts';
+import { openSqliteConnection, type SqliteConnection } from './sqlite-driver.ts';
 
 export type Dialect = DatabaseConfig['dialect'];
 
@@ -82,14 +82,14 @@ export function openDatabase(config: DatabaseConfig, options: DatabaseOptions): 
   };
 }
 
-function openSqlite(path: string): SQLite.Database {
-  const db = new SQLite(path);
+function openSqlite(path: string): SqliteConnection {
+  const db = openSqliteConnection(path);
   // WAL lets readers proceed while a write is in progress; NORMAL sync is durable in WAL mode except for the
   // last transactions before an OS crash, the usual trade-off for an embedded server.
-  db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = NORMAL');
-  db.pragma('foreign_keys = ON');
-  db.pragma(`busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`);
+  db.exec('PRAGMA journal_mode = WAL');
+  db.exec('PRAGMA synchronous = NORMAL');
+  db.exec('PRAGMA foreign_keys = ON');
+  db.exec(`PRAGMA busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`);
   return db;
 }
 

@@ -1,0 +1,79 @@
+import { createRequire } from 'node:module';
+import type { SqliteDatabase, SqliteStatement } from 'kysely';
+
+/**
+ * The SQLite driver under Kysely. Node's built-in `node:sqlite` where it is complete (Node ≥ 22.16 and 24:
+ * statements report their result columns), better-sqlite3 elsewhere (Node 20).
+ *
+ * Why not better-sqlite3 everywhere: compiled against Node 24's headers, every native object's destructor
+ * looks up the current Environment; when the garbage collector finalises a statement while no context is
+ * entered, that lookup fails a CHECK and the process aborts (WiseLibs/better-sqlite3#1515, unfixed in 12.x,
+ * whose successors require Node 22). The built-in module has no such destructor. Both drivers take the same
+ * SQL, return integers as numbers and text as strings, so Plinth behaves the same on either.
+ */
+export interface SqliteConnection extends SqliteDatabase {
+  exec(sql: string): void;
+}
+
+/** The parts of `node:sqlite` used here (typed locally: the Node 20 type definitions do not describe it). */
+interface NodeSqliteStatement {
+  all(...parameters: unknown[]): unknown[];
+  run(...parameters: unknown[]): { changes: number | bigint; lastInsertRowid: number | bigint };
+  iterate(...parameters: unknown[]): IterableIterator<unknown>;
+  columns(): unknown[];
+}
+interface NodeSqliteDatabase {
+  exec(sql: string): void;
+  prepare(sql: string): NodeSqliteStatement;
+  close(): void;
+}
+interface NodeSqliteModule {
+  DatabaseSync: new (path: string) => NodeSqliteDatabase;
+  StatementSync: { prototype: Partial<NodeSqliteStatement> };
+}
+
+const require = createRequire(import.meta.url);
+
+function builtinSqlite(): NodeSqliteModule | undefined {
+  try {
+    const module = require('node:sqlite') as NodeSqliteModule;
+    return typeof module.StatementSync.prototype.columns === 'function' ? module : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function fromBuiltin(module: NodeSqliteModule, path: string): SqliteConnection {
+  const db = new module.DatabaseSync(path);
+  return {
+    exec: (sql) => db.exec(sql),
+    close: () => db.close(),
+    prepare(sql): SqliteStatement {
+      const statement = db.prepare(sql);
+      return {
+        // A statement that returns columns is read with all()/iterate(); the others report their changes.
+        reader: statement.columns().length > 0,
+        all: (parameters) => statement.all(...parameters),
+        run: (parameters) => statement.run(...parameters),
+        iterate: (parameters) => statement.iterate(...parameters),
+      };
+    },
+  };
+}
+
+function fromBetterSqlite(path: string): SqliteConnection {
+  // Loaded only where it is used, so that a Node without a matching native build never loads it.
+  const BetterSqlite = require('better-sqlite3') as typeof import('better-sqlite3');
+  return new BetterSqlite(path);
+}
+
+/** Which driver `openSqliteConnection` uses on this Node. */
+export const sqliteDriver: 'node:sqlite' | 'better-sqlite3' = builtinSqlite()
+  ? 'node:sqlite'
+  : 'better-sqlite3';
+
+/** Opens (creating if needed) the SQLite database file at `path`. */
+export function openSqliteConnection(path: string): SqliteConnection {
+  const builtin = builtinSqlite();
+  return builtin ? fromBuiltin(builtin, path) : fromBetterSqlite(path);
+}
