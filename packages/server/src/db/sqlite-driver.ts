@@ -67,11 +67,6 @@ function fromBetterSqlite(path: string): SqliteConnection {
   return new BetterSqlite(path);
 }
 
-/** Which driver `openSqliteConnection` uses on this Node. */
-export const sqliteDriver: 'node:sqlite' | 'better-sqlite3' = builtinSqlite()
-  ? 'node:sqlite'
-  : 'better-sqlite3';
-
 /** Opens (creating if needed) the SQLite database file at `path`. */
 export function openSqliteConnection(path: string): SqliteConnection {
   const builtin = builtinSqlite();

@@ -87,5 +87,3 @@ export async function completeLogin(
   );
   return pair;
 }
-
-export { emailKey, ipKey };

@@ -1,10 +1,10 @@
-import { timingSafeEqual } from 'node:crypto';
 import { coreErrors } from '@plinth/shared';
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
 import { z } from 'zod';
+import { safeEqual } from '../../core/crypto.ts';
 import { AppError } from '../../core/errors.ts';
 import { problemResponses } from '../../core/responses.ts';
 
@@ -50,9 +50,7 @@ export function createMetrics(): Metrics {
 /** Whether an `Authorization` header carries `token` as a bearer token (the scheme name is case-insensitive). */
 function bearerMatches(header: string | undefined, token: string): boolean {
   const match = /^bearer +(\S+) *$/i.exec(header ?? '');
-  const presented = Buffer.from(match?.[1] ?? '');
-  const expected = Buffer.from(token);
-  return presented.length === expected.length && timingSafeEqual(presented, expected);
+  return safeEqual(match?.[1] ?? '', token);
 }
 
 const metricsRoutes: FastifyPluginAsyncZod<{ metrics: Metrics; token: string | undefined }> = async (
