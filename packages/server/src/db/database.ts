@@ -1,21 +1,39 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
-import { Kysely, type LogEvent, PostgresDialect, SqliteDialect, sql } from 'kysely';
+import { Kysely, type LogEvent, PostgresDialect, SqliteDialect, sql, type Transaction } from 'kysely';
 import pg from 'pg';
 import type { DatabaseConfig } from '../config.ts';
-import type { Database } from './schema.ts';
+import { type Database, PLATFORM_TENANT_TABLES } from './schema.ts';
 import { openSqliteConnection, type SqliteConnection } from './sqlite-driver.ts';
+import { TenantScopePlugin, UnscopedAccessGuard } from './tenant.ts';
 
 export type Dialect = DatabaseConfig['dialect'];
 
-/** What the rest of the server holds on to: the query builders and how to check and close them. */
+/**
+ * What the rest of the server holds on to: the query builders and how to check and close them. `db` and `readDb`
+ * refuse any query of an org-owned table (see tenant.ts): those go through `withTenant`.
+ */
 export interface DatabaseHandle {
   readonly dialect: Dialect;
-  /** Reads and writes (the primary). */
+  /** Reads and writes (the primary), of tables that belong to no organization. */
   readonly db: Kysely<Database>;
   /** Reads that may lag slightly (a replica when `DATABASE_READ_URL` is set, else the primary). */
   readonly readDb: Kysely<Database>;
+  /**
+   * Runs `work` in a transaction confined to one organization: every query of an org-owned table it makes is
+   * filtered to `orgId` (and an insert for another organization is refused); on PostgreSQL, row-level security
+   * enforces the same through `app.org_id`. The only way to reach org-owned rows in a request.
+   */
+  withTenant<T>(orgId: string, work: (db: Transaction<Database>) => Promise<T>): Promise<T>;
+  /**
+   * Runs `work` in a transaction that may read and write every organization's rows. For the few lookups that
+   * come before an organization is known (an API key by its id, an invitation by its token, a user's own
+   * memberships) and for platform maintenance; each caller says why in a comment.
+   */
+  acrossTenants<T>(work: (db: Transaction<Database>) => Promise<T>): Promise<T>;
+  /** Declares a module's org-owned table (it must have an `org_id` column and, on PostgreSQL, the RLS policy). */
+  registerTenantTable(table: string): void;
   /** Resolves when the database (and the read replica, if any) answers a trivial query. */
   ping(): Promise<void>;
   close(): Promise<void>;
@@ -40,16 +58,21 @@ export function openDatabase(config: DatabaseConfig, options: DatabaseOptions): 
     options.onQuery?.(queryKind(event.query.query.kind), event.queryDurationMillis / 1000);
   };
 
+  const tenantTables = new Set<string>(PLATFORM_TENANT_TABLES);
+  const guard = new UnscopedAccessGuard(tenantTables);
+
   if (config.dialect === 'sqlite') {
     mkdirSync(dirname(config.path), { recursive: true });
     const db = new Kysely<Database>({
       dialect: new SqliteDialect({ database: async () => openSqlite(config.path) }),
       log,
     });
+    const guarded = db.withPlugin(guard);
     return {
       dialect: 'sqlite',
-      db,
-      readDb: db,
+      db: guarded,
+      readDb: guarded,
+      ...tenantAccess(db, 'sqlite', tenantTables),
       ping: async () => {
         await sql`select 1`.execute(db);
       },
@@ -69,8 +92,9 @@ export function openDatabase(config: DatabaseConfig, options: DatabaseOptions): 
     : primary;
   return {
     dialect: 'postgres',
-    db: primary,
-    readDb: replica,
+    db: primary.withPlugin(guard),
+    readDb: replica.withPlugin(guard),
+    ...tenantAccess(primary, 'postgres', tenantTables),
     ping: async () => {
       await sql`select 1`.execute(primary);
       if (replica !== primary) await sql`select 1`.execute(replica);
@@ -78,6 +102,36 @@ export function openDatabase(config: DatabaseConfig, options: DatabaseOptions): 
     close: async () => {
       await primary.destroy();
       if (replica !== primary) await replica.destroy();
+    },
+  };
+}
+
+/**
+ * `withTenant` and `acrossTenants` over the unguarded primary. On PostgreSQL each sets, for its transaction only,
+ * the setting the row-level security policies read: `app.org_id`, or `app.cross_tenant` for the few lookups
+ * across organizations.
+ */
+function tenantAccess(
+  primary: Kysely<Database>,
+  dialect: Dialect,
+  tenantTables: Set<string>,
+): Pick<DatabaseHandle, 'withTenant' | 'acrossTenants' | 'registerTenantTable'> {
+  const setting = async (trx: Transaction<Database>, name: string, value: string) => {
+    if (dialect === 'postgres') await sql`select set_config(${name}, ${value}, true)`.execute(trx);
+  };
+  return {
+    withTenant: (orgId, work) =>
+      primary.transaction().execute(async (trx) => {
+        await setting(trx, 'app.org_id', orgId);
+        return work(trx.withPlugin(new TenantScopePlugin(tenantTables, orgId)));
+      }),
+    acrossTenants: (work) =>
+      primary.transaction().execute(async (trx) => {
+        await setting(trx, 'app.cross_tenant', 'on');
+        return work(trx);
+      }),
+    registerTenantTable: (table) => {
+      tenantTables.add(table);
     },
   };
 }

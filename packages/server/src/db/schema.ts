@@ -17,7 +17,18 @@ export interface Database {
   recovery_codes: RecoveryCodesTable;
   login_throttles: LoginThrottlesTable;
   mail_outbox: MailOutboxTable;
+  organizations: OrganizationsTable;
+  memberships: MembershipsTable;
+  roles: RolesTable;
+  invitations: InvitationsTable;
+  api_keys: ApiKeysTable;
 }
+
+/**
+ * The platform's org-owned tables: each has an `org_id` column and is reached only through
+ * `database.withTenant` (see tenant.ts). Modules declare theirs with `database.registerTenantTable`.
+ */
+export const PLATFORM_TENANT_TABLES = ['memberships', 'roles', 'invitations', 'api_keys'] as const;
 
 /** An ISO-8601 UTC timestamp, e.g. `2026-11-22T01:23:45.678Z`. */
 export type Timestamp = ColumnType<string, string, string>;
@@ -119,4 +130,77 @@ export interface MailOutboxTable {
   text_body: string;
   html_body: string;
   created_at: Timestamp;
+}
+
+/** A tenant: every org-owned row names one. Not itself org-owned: it is the root of the tenancy. */
+export interface OrganizationsTable {
+  id: string;
+  name: string;
+  /** Unique, URL-safe: lower-case letters, digits and hyphens. */
+  slug: string;
+  /** One of the configured plans (`ORG_PLANS`); selects rate-limit tiers and quotas. */
+  plan: string;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface MembershipsTable {
+  id: string;
+  org_id: string;
+  user_id: string;
+  /** A built-in role's name or one of the organization's custom roles (`roles.name`). */
+  role: string;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+/** An organization's own role: a named set of registered permissions. Built-in roles live in code. */
+export interface RolesTable {
+  id: string;
+  org_id: string;
+  name: string;
+  description: string;
+  /** JSON array of permission names. */
+  permissions: string;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface InvitationsTable {
+  id: string;
+  org_id: string;
+  /** Normalised like `users.email`. */
+  email: string;
+  role: string;
+  /** SHA-256 of the token mailed to the invitee, hex. */
+  token_hash: string;
+  invited_by: string | null;
+  created_at: Timestamp;
+  expires_at: Timestamp;
+  accepted_at: Timestamp | null;
+  accepted_by: string | null;
+  revoked_at: Timestamp | null;
+}
+
+export interface ApiKeysTable {
+  /** Also the key's public id: `plk_live_<id without hyphens>_<secret>`. */
+  id: string;
+  org_id: string;
+  name: string;
+  /** Keyed hash of the secret (see apikeys/key-format.ts), hex. */
+  secret_hash: string;
+  /** The secret replaced by the last rotation, valid until `previous_secret_expires_at`. */
+  previous_secret_hash: string | null;
+  previous_secret_expires_at: Timestamp | null;
+  /** JSON array of permission names: what the key may do, fixed at creation. */
+  scopes: string;
+  /** JSON array of IP addresses and CIDR ranges the key may be used from; null means anywhere. */
+  allowed_ips: string | null;
+  expires_at: Timestamp | null;
+  created_by: string | null;
+  created_at: Timestamp;
+  rotated_at: Timestamp | null;
+  last_used_at: Timestamp | null;
+  usage_count: number;
+  revoked_at: Timestamp | null;
 }

@@ -22,3 +22,9 @@ export function testSchemaPrefix(): string {
     throw new Error('PLINTH_TEST_RUN is not set: run the tests through vitest (its global setup sets it)');
   return `test_${run}_`;
 }
+
+/**
+ * The PostgreSQL role test apps connect as (created by the global setup): it owns each test's schema but is no
+ * superuser and cannot bypass row-level security, so the policies apply to every test as they do in production.
+ */
+export const TEST_APP_ROLE = 'plinth_test_app';

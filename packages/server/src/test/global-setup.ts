@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { testPostgresUrl, testSchemaPrefix } from './dialects.ts';
+import { TEST_APP_ROLE, testPostgresUrl, testSchemaPrefix } from './dialects.ts';
 
 /**
  * Says once, at the start of `npm test`, which dialects the database tests run on; on PostgreSQL, names this run
@@ -19,7 +19,7 @@ export default async function setup(): Promise<(() => Promise<void>) | undefined
   const client = new pg.Client({ connectionString: testPostgresUrl, connectionTimeoutMillis: 5000 });
   try {
     await client.connect();
-    await client.query('select 1');
+    await createTestAppRole(client);
   } catch (error) {
     throw new Error(`TEST_DATABASE_URL is set but PostgreSQL is not reachable: ${String(error)}`);
   } finally {
@@ -27,6 +27,18 @@ export default async function setup(): Promise<(() => Promise<void>) | undefined
   }
   console.log('\n[plinth] Database tests run on SQLite and on PostgreSQL (TEST_DATABASE_URL).\n');
   return dropRunSchemas;
+}
+
+/**
+ * The role the test apps connect as: neither a superuser nor `BYPASSRLS`, like the application role production
+ * uses, so every PostgreSQL test runs under the row-level security policies. Roles belong to the whole server;
+ * this one is created once and kept.
+ */
+async function createTestAppRole(client: pg.Client): Promise<void> {
+  await client.query(`do $$ begin
+    create role ${TEST_APP_ROLE} login nosuperuser nobypassrls;
+  exception when duplicate_object then null;
+  end $$`);
 }
 
 async function dropRunSchemas(): Promise<void> {

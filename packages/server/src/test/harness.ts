@@ -6,7 +6,7 @@ import pg from 'pg';
 import { type AppOptions, buildApp, type PlinthApp } from '../app.ts';
 import { type Config, loadConfig } from '../config.ts';
 import type { Dialect } from '../db/database.ts';
-import { testPostgresUrl, testSchemaPrefix } from './dialects.ts';
+import { TEST_APP_ROLE, testPostgresUrl, testSchemaPrefix } from './dialects.ts';
 
 /** A database of its own for one test app: a temporary SQLite file, or a fresh PostgreSQL schema. */
 export interface TestDatabase {
@@ -30,8 +30,10 @@ export async function createTestDatabase(dialect: Dialect): Promise<TestDatabase
   }
   if (!testPostgresUrl) throw new Error('PostgreSQL tests need TEST_DATABASE_URL');
   const schema = `${testSchemaPrefix()}${randomBytes(8).toString('hex')}`;
-  await withPgClient((client) => client.query(`create schema ${schema}`));
+  await withPgClient((client) => client.query(`create schema ${schema} authorization ${TEST_APP_ROLE}`));
   const url = new URL(testPostgresUrl);
+  url.username = TEST_APP_ROLE;
+  url.password = '';
   url.searchParams.set('options', `-c search_path=${schema}`);
   // The schema itself is dropped when the whole run ends (global-setup.ts): dropping it now, while another test
   // file's migrator is introspecting the catalog, makes that migrator fail with "schema does not exist".

@@ -1,6 +1,7 @@
 import type { Migration } from '../migrate.ts';
 import { installation } from './20261122T0100-installation.ts';
 import { identity } from './20261122T0200-identity.ts';
+import { organizations } from './20261122T0300-organizations.ts';
 
 /**
  * Every migration, keyed by a timestamped name that sorts in the order they must run. One set serves both
@@ -9,4 +10,5 @@ import { identity } from './20261122T0200-identity.ts';
 export const migrations: Record<string, Migration> = {
   '20261122T0100-installation': installation,
   '20261122T0200-identity': identity,
+  '20261122T0300-organizations': organizations,
 };
