@@ -10,6 +10,7 @@ import Fastify, {
 import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Redis } from 'ioredis';
 import type { Config, TrustProxy } from './config.ts';
+import { createBroadcast } from './core/broadcast.ts';
 import { type Clock, systemClock } from './core/clock.ts';
 import { errorHandlingPlugin, frameworkErrorHandler } from './core/errors.ts';
 import { openRedis } from './core/redis.ts';
@@ -18,11 +19,13 @@ import { securityHeadersPlugin } from './core/security-headers.ts';
 import { type DatabaseHandle, openDatabase } from './db/database.ts';
 import { migrateToLatest, migrationStatus } from './db/migrate.ts';
 import { apiDocsPlugin } from './modules/apidocs/index.ts';
+import { apiKeysModule, apiKeyTags, createApiKeyStore } from './modules/apikeys/index.ts';
 import {
   type AuthDeps,
   authModule,
   authTags,
   createAdmin,
+  createAuthenticators,
   createRevokedSessions,
   createTokenService,
 } from './modules/auth/index.ts';
@@ -36,6 +39,8 @@ import {
   observabilityTag,
   RequestLogController,
 } from './modules/observability/index.ts';
+import { orgsModule, orgTags } from './modules/orgs/index.ts';
+import { createAccessRegistry, createAccessResolver, rbacModule, rbacTags } from './modules/rbac/index.ts';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -111,13 +116,15 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   app.decorate('redis', redis);
   app.decorate('clock', clock);
 
+  const broadcast = createBroadcast(redis, app.log);
+  app.addHook('onClose', async () => broadcast.close());
   const mailer = createMailer(config, database.db, clock, app.log);
   app.addHook('onClose', async () => mailer.close());
   const revoked = await createRevokedSessions({
     db: database.db,
     clock,
     accessTokenTtlSeconds: config.auth.accessTokenTtlSeconds,
-    redis,
+    broadcast,
     log: app.log,
   });
   app.addHook('onClose', async () => revoked.close());
@@ -131,6 +138,25 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     revoked,
   };
   if (config.auth.bootstrapAdmin && database.dialect === 'sqlite') await bootstrapAdmin(authDeps);
+
+  const registry = createAccessRegistry();
+  const access = await createAccessResolver({
+    database,
+    registry,
+    broadcast,
+    ttlSeconds: config.orgs.accessCacheTtlSeconds,
+  });
+  const apiKeyStore = await createApiKeyStore({
+    database,
+    encryptionKey: config.encryptionKey,
+    clock,
+    log: app.log,
+    broadcast,
+    cacheTtlSeconds: config.orgs.accessCacheTtlSeconds,
+  });
+  access.onOrgChanged((orgId) => apiKeyStore.forgetOrg(orgId));
+  app.addHook('onClose', async () => apiKeyStore.close());
+  const authenticate = createAuthenticators(authDeps, apiKeyStore.verify);
 
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
@@ -162,10 +188,24 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   }
 
   // The docs plugin records only routes registered after it, so it comes before every route.
-  await app.register(apiDocsPlugin, { tags: [observabilityTag, ...authTags] });
+  await app.register(apiDocsPlugin, {
+    tags: [observabilityTag, ...authTags, ...orgTags, ...rbacTags, ...apiKeyTags],
+  });
   await app.register(metrics, { metrics: appMetrics, token: config.metricsToken });
   await app.register(healthRoutes, { dialect: database.dialect });
-  await app.register(authModule, { deps: authDeps });
+  await app.register(authModule, { deps: authDeps, authenticateUser: authenticate.user });
+  const rbacDeps = { database, registry, access, clock };
+  await app.register(rbacModule, { deps: rbacDeps, authenticate: authenticate.any });
+  await app.register(orgsModule, { deps: { ...rbacDeps, config, log: app.log, mailer, auth: authDeps } });
+  await app.register(apiKeysModule, {
+    deps: {
+      database,
+      clock,
+      registry,
+      store: apiKeyStore,
+      rotationGraceSeconds: config.orgs.apiKeyRotationGraceSeconds,
+    },
+  });
   await app.register(
     async (api) => {
       for (const module of options.modules ?? []) await api.register(module);

@@ -49,6 +49,18 @@ export interface Config {
   readonly encryptionKey: Buffer;
   readonly auth: AuthConfig;
   readonly mail: MailConfig;
+  readonly orgs: OrgsConfig;
+}
+
+export interface OrgsConfig {
+  /** The plans organizations can be on; the first is the plan of a new organization. */
+  readonly plans: readonly string[];
+  /** How long an invitation link stays valid, in seconds. */
+  readonly invitationTtlSeconds: number;
+  /** How long a replica may keep using a membership's permissions before it looks again, in seconds. */
+  readonly accessCacheTtlSeconds: number;
+  /** How long a rotated API key's old secret keeps working, in seconds, unless the rotation says otherwise. */
+  readonly apiKeyRotationGraceSeconds: number;
 }
 
 export interface AuthConfig {
@@ -201,6 +213,18 @@ const EnvSchema = z.object({
     .regex(/^smtps?:\/\//, { error: 'must be an smtp:// or smtps:// URL' })
     .optional(),
   MAIL_FROM: z.string().min(3).default('Plinth <no-reply@localhost>'),
+  ORG_PLANS: z
+    .string()
+    .default('free,basic,premium,enterprise')
+    .transform((v) => [...new Set(v.split(',').map((p) => p.trim()))].filter(Boolean))
+    .pipe(
+      z
+        .array(z.string().regex(/^[a-z][a-z0-9_-]{0,39}$/, { error: 'plan names are lower-case words' }))
+        .min(1, { error: 'name at least one plan' }),
+    ),
+  INVITATION_TTL_SECONDS: integer(300, 90 * 86_400).default(7 * 86_400),
+  ACCESS_CACHE_TTL_SECONDS: integer(0, 3600).default(60),
+  API_KEY_ROTATION_GRACE_SECONDS: integer(0, 30 * 86_400).default(86_400),
 });
 
 /**
@@ -309,6 +333,12 @@ export function loadConfig(env: Record<string, string | undefined> = processEnvW
           : undefined,
     },
     mail: { smtpUrl: e.SMTP_URL, from: e.MAIL_FROM },
+    orgs: {
+      plans: e.ORG_PLANS,
+      invitationTtlSeconds: e.INVITATION_TTL_SECONDS,
+      accessCacheTtlSeconds: e.ACCESS_CACHE_TTL_SECONDS,
+      apiKeyRotationGraceSeconds: e.API_KEY_ROTATION_GRACE_SECONDS,
+    },
   });
 }
 

@@ -16,6 +16,10 @@ export const Problem = z
     code: z.string().meta({ description: 'A stable machine-readable error code.' }),
     requestId: z.string().meta({ description: 'The request id, also sent as the `X-Request-Id` header.' }),
     errors: z.array(ProblemFieldError).optional().meta({ description: 'Field-level validation failures.' }),
+    permission: z
+      .string()
+      .optional()
+      .meta({ description: 'On a 403 for a missing permission: the permission the caller lacks.' }),
   })
   .meta({ id: 'Problem', description: 'An RFC 9457 problem document.' });
 export type Problem = z.infer<typeof Problem>;

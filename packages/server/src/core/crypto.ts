@@ -3,6 +3,7 @@ import {
   createDecipheriv,
   createHash,
   createHmac,
+  hkdfSync,
   randomBytes,
   timingSafeEqual,
 } from 'node:crypto';
@@ -146,4 +147,13 @@ function decodeBase64Url(text: string, name: string): Buffer {
   if (bytes.toString('base64url') !== text)
     throw new SecretDecryptionError(`malformed value: ${name} is not base64url`);
   return bytes;
+}
+
+/**
+ * A 32-byte key for one purpose, derived from a master key with HKDF-SHA256, so that one configured secret can
+ * serve several uses without any two sharing a key.
+ * @param purpose a fixed label naming the use, e.g. `plinth api-key hashing`.
+ */
+export function deriveKey(masterKey: Buffer, purpose: string): Buffer {
+  return Buffer.from(hkdfSync('sha256', masterKey, Buffer.alloc(0), purpose, 32));
 }

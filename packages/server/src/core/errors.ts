@@ -22,6 +22,8 @@ export class AppError extends Error {
   readonly errors: FieldError[] | undefined;
   /** Extra response headers, e.g. `Retry-After`. */
   readonly headers: Record<string, string>;
+  /** Extension members of the problem document (RFC 9457 §3.2), e.g. the missing `permission`. */
+  readonly extensions: ProblemExtensions;
 
   constructor(
     definition: ErrorDefinition,
@@ -29,6 +31,7 @@ export class AppError extends Error {
       detail?: string;
       errors?: FieldError[];
       headers?: Record<string, string>;
+      extensions?: ProblemExtensions;
       cause?: unknown;
     } = {},
   ) {
@@ -39,8 +42,12 @@ export class AppError extends Error {
     this.detail = options.detail;
     this.errors = options.errors;
     this.headers = options.headers ?? {};
+    this.extensions = options.extensions ?? {};
   }
 }
+
+/** The extension members a problem document may carry, as declared in the shared `Problem` schema. */
+export type ProblemExtensions = Partial<Pick<Problem, 'permission'>>;
 
 /** Fastify's own client errors, mapped onto Plinth's catalogue by their code. */
 const fastifyCodes: Record<string, ErrorDefinition> = {
@@ -124,6 +131,7 @@ export function problemOf(error: AppError, requestId: string): Problem {
     code: error.code,
     requestId,
     ...(error.errors === undefined ? {} : { errors: error.errors }),
+    ...error.extensions,
   };
 }
 

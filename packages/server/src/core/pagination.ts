@@ -28,6 +28,9 @@ export interface ListSpec<Sort extends string, Filters extends z.ZodRawShape> {
   idColumn?: string;
 }
 
+/** The `Filters` of a list that has none. */
+export type NoFilters = Record<never, never>;
+
 /** The query schema for a list endpoint: `limit`, `cursor`, the allowed `sort` values and the filters. */
 export function listQuerySchema<Sort extends string, Filters extends z.ZodRawShape>(
   spec: ListSpec<Sort, Filters>,

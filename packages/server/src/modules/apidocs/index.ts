@@ -29,7 +29,14 @@ async function apiDocs(app: FastifyInstance, { tags }: ApiDocsOptions): Promise<
             type: 'http',
             scheme: 'bearer',
             bearerFormat: 'JWT',
-            description: 'An access token from `POST /api/v1/auth/login` (or `/auth/refresh`).',
+            description:
+              'An access token from `POST /api/v1/auth/login` (or `/auth/refresh`); on organization endpoints, an API key (`plk_live_…`) also works here.',
+          },
+          apiKey: {
+            type: 'apiKey',
+            in: 'header',
+            name: 'X-API-Key',
+            description: 'An API key of the organization (`plk_live_…`), acting with exactly its scopes.',
           },
           metricsToken: {
             type: 'http',

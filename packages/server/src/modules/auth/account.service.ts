@@ -1,9 +1,9 @@
 import { authErrors } from '@plinth/shared';
-import type { Selectable } from 'kysely';
+import type { Insertable, Kysely, Selectable } from 'kysely';
 import { randomToken, sha256Hex } from '../../core/crypto.ts';
 import { AppError } from '../../core/errors.ts';
 import { newId } from '../../core/ids.ts';
-import type { UsersTable } from '../../db/schema.ts';
+import type { Database, UsersTable } from '../../db/schema.ts';
 import { mailTemplates, sendInBackground } from '../mail/index.ts';
 import { type AuthDeps, normalizeEmail } from './deps.ts';
 import { hashPassword, verifyPassword } from './password.ts';
@@ -159,6 +159,63 @@ async function sendVerification(
   );
 }
 
+/** A new, ordinary account's row: no second factor, no platform role. */
+function newUserRow(input: {
+  email: string;
+  name: string;
+  passwordHash: string;
+  now: string;
+  verified: boolean;
+}): Insertable<UsersTable> {
+  return {
+    id: newId(),
+    email: input.email,
+    name: input.name,
+    password_hash: input.passwordHash,
+    password_changed_at: input.now,
+    email_verified_at: input.verified ? input.now : null,
+    disabled_at: null,
+    platform_role: null,
+    totp_secret: null,
+    totp_enabled_at: null,
+    totp_last_step: null,
+    created_at: input.now,
+    updated_at: input.now,
+  };
+}
+
+/** Inserts an account and starts its password history. */
+async function insertUser(db: Kysely<Database>, user: Insertable<UsersTable>): Promise<void> {
+  await db.insertInto('users').values(user).execute();
+  await db
+    .insertInto('password_history')
+    .values({ id: newId(), user_id: user.id, password_hash: user.password_hash, created_at: user.created_at })
+    .execute();
+}
+
+/**
+ * An account for someone accepting an invitation, created in the caller's transaction (together with the
+ * membership). The invitation token proved the address, so it is verified; sign-up being closed does not
+ * matter. The password policy is checked and the password hashed here, before the caller's transaction opens,
+ * so that no transaction waits for argon2.
+ */
+export async function prepareInvitedAccount(
+  deps: Pick<AuthDeps, 'config' | 'clock'>,
+  input: { email: string; name: string; password: string },
+): Promise<{ id: string; insert(db: Kysely<Database>): Promise<void> }> {
+  const email = normalizeEmail(input.email);
+  assertPasswordAcceptable(input.password, policyOf(deps), [email, input.name]);
+  const passwordHash = await hashPassword(input.password, deps.config.auth.argon2);
+  const user = newUserRow({
+    email,
+    name: input.name,
+    passwordHash,
+    now: deps.clock.now().toISOString(),
+    verified: true,
+  });
+  return { id: user.id, insert: (db) => insertUser(db, user) };
+}
+
 /**
  * Registers an account. With email verification on (the default), an already-registered address gets the very
  * same answer as a new one — its owner is mailed a notice instead — so sign-up cannot be used to find out who
@@ -187,29 +244,15 @@ export async function signup(
   }
 
   const now = deps.clock.now().toISOString();
-  const user = {
-    id: newId(),
+  const user = newUserRow({
     email,
     name: input.name,
-    password_hash: passwordHash,
-    password_changed_at: now,
-    email_verified_at: auth.requireEmailVerification ? null : now,
-    disabled_at: null,
-    platform_role: null,
-    totp_secret: null,
-    totp_enabled_at: null,
-    totp_last_step: null,
-    created_at: now,
-    updated_at: now,
-  };
+    passwordHash,
+    now,
+    verified: !auth.requireEmailVerification,
+  });
   try {
-    await deps.db.transaction().execute(async (trx) => {
-      await trx.insertInto('users').values(user).execute();
-      await trx
-        .insertInto('password_history')
-        .values({ id: newId(), user_id: user.id, password_hash: passwordHash, created_at: now })
-        .execute();
-    });
+    await deps.db.transaction().execute((trx) => insertUser(trx, user));
   } catch (error) {
     // Two sign-ups for one address at the same moment: the unique index decides, the loser is answered as above.
     if (await findUserByEmail(deps, email)) {

@@ -1,10 +1,11 @@
 import { authErrors } from '@plinth/shared';
+import type { FastifyInstance } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { AppError } from '../../core/errors.ts';
 import { problemResponses } from '../../core/responses.ts';
 import { getUser } from './account.service.ts';
-import { principalOf } from './authenticate.ts';
+import { userOf } from './authenticate.ts';
 import type { AuthDeps } from './deps.ts';
 import { revokeUserSessions } from './session.service.ts';
 import { clearFailures, emailKey } from './throttle.ts';
@@ -13,16 +14,27 @@ const adminRoute = { tags: ['Admin'], security: [{ bearerAuth: [] }] };
 const UserParams = z.object({ userId: z.uuid({ error: 'Not a user id.' }) });
 const NoContent = { 204: z.undefined().meta({ description: 'Done.' }) };
 
-/** Installation operators' account actions: `/api/v1/admin/users/{userId}/…`, superadmin only. */
-export const adminUserRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app, { deps }) => {
-  // onRequest, so that an unauthenticated request is refused before its body is even parsed or validated.
+/**
+ * The hooks of every superadmin route (`/api/v1/admin/…`): a signed-in person (checked on request, before the
+ * body is even parsed) whose account is an installation operator's (checked before the handler). Each use of
+ * these powers is logged with the operator and the route.
+ */
+export function superadminOnly(app: FastifyInstance, deps: AuthDeps): void {
   app.addHook('onRequest', app.authenticate);
   app.addHook('preHandler', async (request) => {
-    const caller = await getUser(deps, principalOf(request).userId);
+    const caller = await getUser(deps, userOf(request).userId);
     if (caller.platform_role !== 'superadmin')
       throw new AppError(authErrors.FORBIDDEN, { detail: 'Only installation operators may do this.' });
-    request.log.info({ adminId: caller.id, action: request.routeOptions.url }, 'superadmin action');
+    request.log.info(
+      { adminId: caller.id, method: request.method, action: request.routeOptions.url },
+      'superadmin action',
+    );
   });
+}
+
+/** Installation operators' account actions: `/api/v1/admin/users/{userId}/…`, superadmin only. */
+export const adminUserRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app, { deps }) => {
+  superadminOnly(app, deps);
 
   const action = (
     verb: string,

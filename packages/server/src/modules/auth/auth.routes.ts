@@ -19,7 +19,7 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { jsonResponse, problemResponses } from '../../core/responses.ts';
 import * as account from './account.service.ts';
-import { principalOf } from './authenticate.ts';
+import { userOf } from './authenticate.ts';
 import type { AuthDeps, ClientInfo } from './deps.ts';
 import { login } from './login.service.ts';
 import { verifyMfaLogin } from './mfa.service.ts';
@@ -152,7 +152,7 @@ export const authRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app,
       },
     },
     async (request, reply) => {
-      await revokeSessions(deps, [principalOf(request).sessionId], 'logout');
+      await revokeSessions(deps, [userOf(request).sessionId], 'logout');
       return reply.status(204).send(undefined);
     },
   );
@@ -171,7 +171,7 @@ export const authRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app,
       },
     },
     async (request, reply) => {
-      await revokeUserSessions(deps, principalOf(request).userId, 'logout_all');
+      await revokeUserSessions(deps, userOf(request).userId, 'logout_all');
       return reply.status(204).send(undefined);
     },
   );
@@ -190,7 +190,7 @@ export const authRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app,
       },
     },
     async (request) => {
-      const principal = principalOf(request);
+      const principal = userOf(request);
       return { data: await listSessions(deps, principal.userId, principal.sessionId) };
     },
   );
@@ -209,7 +209,7 @@ export const authRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app,
       },
     },
     async (request, reply) => {
-      await revokeOwnSession(deps, principalOf(request).userId, request.params.id);
+      await revokeOwnSession(deps, userOf(request).userId, request.params.id);
       return reply.status(204).send(undefined);
     },
   );
@@ -228,7 +228,7 @@ export const authRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app,
       },
     },
     async (request, reply) => {
-      await account.changePassword(deps, principalOf(request), request.body);
+      await account.changePassword(deps, userOf(request), request.body);
       return reply.status(204).send(undefined);
     },
   );

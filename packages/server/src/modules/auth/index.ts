@@ -5,13 +5,24 @@ import { z } from 'zod';
 import { jsonResponse, problemResponses } from '../../core/responses.ts';
 import { adminUserRoutes } from './admin-users.routes.ts';
 import { authRoutes } from './auth.routes.ts';
-import { authenticator } from './authenticate.ts';
+import { type Authenticate, refuseApiKeyInUrl } from './authenticate.ts';
 import type { AuthDeps } from './deps.ts';
 import { meRoutes } from './me.routes.ts';
 
-export { createAdmin } from './account.service.ts';
-export { type Principal, principalOf } from './authenticate.ts';
+export { createAdmin, findUserByEmail, prepareInvitedAccount } from './account.service.ts';
+export { superadminOnly } from './admin-users.routes.ts';
+export {
+  type ApiKeyPrincipal,
+  type ApiKeyVerifier,
+  type Authenticate,
+  createAuthenticators,
+  type Principal,
+  principalOf,
+  type UserPrincipal,
+  userOf,
+} from './authenticate.ts';
 export type { AuthDeps } from './deps.ts';
+export { normalizeEmail } from './deps.ts';
 export { createRevokedSessions, type RevokedSessions } from './revocation.ts';
 export { createTokenService, type TokenService } from './tokens.ts';
 
@@ -46,9 +57,13 @@ const jwksRoute: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app, { deps 
   );
 };
 
-async function auth(app: FastifyInstance, { deps }: { deps: AuthDeps }): Promise<void> {
+async function auth(
+  app: FastifyInstance,
+  { deps, authenticateUser }: { deps: AuthDeps; authenticateUser: Authenticate },
+): Promise<void> {
   app.decorateRequest('principal', undefined);
-  app.decorate('authenticate', authenticator(deps));
+  app.decorate('authenticate', authenticateUser);
+  app.addHook('onRequest', refuseApiKeyInUrl);
   await app.register(jwksRoute, { deps });
   await app.register(authRoutes, { deps, prefix: '/api/v1' });
   await app.register(meRoutes, { deps, prefix: '/api/v1' });

@@ -12,7 +12,7 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { jsonResponse, problemResponses } from '../../core/responses.ts';
 import { getUser, toMe, updateMe } from './account.service.ts';
-import { principalOf } from './authenticate.ts';
+import { userOf } from './authenticate.ts';
 import type { AuthDeps } from './deps.ts';
 import { confirmTotp, disableTotp, enrollTotp, regenerateRecoveryCodes } from './mfa.service.ts';
 
@@ -35,7 +35,7 @@ export const meRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app, {
         response: { 200: jsonResponse(Me, 'The profile.'), ...problemResponses(401) },
       },
     },
-    async (request) => toMe(await getUser(deps, principalOf(request).userId)),
+    async (request) => toMe(await getUser(deps, userOf(request).userId)),
   );
 
   app.patch(
@@ -55,7 +55,7 @@ export const meRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app, {
       },
     },
     async (request) => {
-      const { me, emailChangePending } = await updateMe(deps, principalOf(request).userId, request.body);
+      const { me, emailChangePending } = await updateMe(deps, userOf(request).userId, request.body);
       return { ...me, emailChangePending };
     },
   );
@@ -76,7 +76,7 @@ export const meRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app, {
         },
       },
     },
-    async (request) => enrollTotp(deps, principalOf(request).userId, request.body.password),
+    async (request) => enrollTotp(deps, userOf(request).userId, request.body.password),
   );
 
   app.post(
@@ -94,7 +94,7 @@ export const meRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app, {
         },
       },
     },
-    async (request) => confirmTotp(deps, principalOf(request).userId, request.body.code),
+    async (request) => confirmTotp(deps, userOf(request).userId, request.body.code),
   );
 
   app.post(
@@ -113,7 +113,7 @@ export const meRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app, {
       },
     },
     async (request, reply) => {
-      await disableTotp(deps, principalOf(request).userId, request.body);
+      await disableTotp(deps, userOf(request).userId, request.body);
       return reply.status(204).send(undefined);
     },
   );
@@ -133,6 +133,6 @@ export const meRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app, {
         },
       },
     },
-    async (request) => regenerateRecoveryCodes(deps, principalOf(request).userId, request.body),
+    async (request) => regenerateRecoveryCodes(deps, userOf(request).userId, request.body),
   );
 };

@@ -4,6 +4,7 @@ import { TokenPair } from '@plinth/shared';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { buildApp, type PlinthApp } from '../../app.ts';
+import { createBroadcast } from '../../core/broadcast.ts';
 import {
   bearer,
   cleanupAfterEach,
@@ -184,25 +185,28 @@ if (testRedisUrl) {
 
     it('hears other replicas even when the shared Redis client was connected before the revocation set started', async () => {
       // The composition root hands over a client that may already be connected; its settings then differ from
-      // a fresh one's (no more offline queue), and the revocation set must subscribe all the same.
+      // a fresh one's (no more offline queue), and the broadcast must subscribe all the same.
       const app = await startTestApp(dialect, cleanups, { env: { REDIS_URL: redisUrl } });
       const redis = app.redis;
       if (!redis) throw new Error('REDIS_URL is set, so the app must have a Redis client');
       if (redis.status !== 'ready') await once(redis, 'ready');
-      const open = () =>
-        createRevokedSessions({
+      const open = async () => {
+        const broadcast = createBroadcast(redis, app.log);
+        const revoked = await createRevokedSessions({
           db: app.database.db,
           clock: createFakeClock(START),
           accessTokenTtlSeconds: TTL,
-          redis,
+          broadcast,
           log: app.log,
         });
+        cleanups.push(async () => {
+          revoked.close();
+          await broadcast.close();
+        });
+        return revoked;
+      };
       const here = await open();
       const there = await open();
-      cleanups.push(
-        () => here.close(),
-        () => there.close(),
-      );
 
       const revokedId = randomUUID();
       await here.add([revokedId]);

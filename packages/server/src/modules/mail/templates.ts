@@ -226,3 +226,29 @@ function truncate(value: string, max: number): string {
   const chars = [...value];
   return chars.length > max ? `${chars.slice(0, max - 1).join('')}…` : value;
 }
+
+/**
+ * Invites someone to join an organization. The organization's and inviter's names are user input (one line,
+ * escaped); the subject stays fixed so that neither can be used to write a mail header.
+ *
+ * @param url The acceptance link, token included.
+ * @param expiresInDays How long the invitation works, in days.
+ */
+export function invitation(input: {
+  orgName: string;
+  inviterName: string;
+  role: string;
+  url: string;
+  expiresInDays: number;
+}): MailContent {
+  return compose(
+    `You are invited to an organization on ${PRODUCT}`,
+    [
+      p`Hello,`,
+      p`${input.inviterName} invites you to join ${input.orgName} on ${PRODUCT} as ${input.role}.`,
+      action('Accept the invitation', input.url),
+      p`The invitation expires in ${String(input.expiresInDays)} days. If you do not know the sender, you can ignore this email.`,
+    ],
+    input.url,
+  );
+}

@@ -1,0 +1,178 @@
+import { type ApiKey, apiKeyErrors, coreErrors, orgErrors } from '@plinth/shared';
+import type { Selectable, Transaction } from 'kysely';
+import type { Clock } from '../../core/clock.ts';
+import { AppError } from '../../core/errors.ts';
+import { newId } from '../../core/ids.ts';
+import { type ListSpec, type NoFilters, paginate } from '../../core/pagination.ts';
+import type { DatabaseHandle } from '../../db/database.ts';
+import type { ApiKeysTable, Database } from '../../db/schema.ts';
+import type { AccessRegistry, OrgAccess } from '../rbac/index.ts';
+import type { ApiKeyStore } from './apikey.store.ts';
+import { parseRange } from './apikey.store.ts';
+import { formatKey, keyPrefix, newSecret } from './key-format.ts';
+
+/** What the API-key services need. */
+export interface ApiKeyDeps {
+  database: DatabaseHandle;
+  clock: Clock;
+  registry: AccessRegistry;
+  store: ApiKeyStore;
+  /** How long a rotated key's old secret keeps working by default, in seconds. */
+  rotationGraceSeconds: number;
+}
+
+type ApiKeyRow = Selectable<ApiKeysTable>;
+
+function toApiKey(row: ApiKeyRow, now: Date): ApiKey {
+  const expired = row.expires_at !== null && row.expires_at <= now.toISOString();
+  return {
+    id: row.id,
+    name: row.name,
+    prefix: keyPrefix(row.id),
+    scopes: JSON.parse(row.scopes) as string[],
+    allowedIps: row.allowed_ips === null ? null : (JSON.parse(row.allowed_ips) as string[]),
+    status: row.revoked_at !== null ? 'revoked' : expired ? 'expired' : 'active',
+    expiresAt: row.expires_at,
+    createdBy: row.created_by,
+    createdAt: row.created_at,
+    rotatedAt: row.rotated_at,
+    previousSecretExpiresAt: row.previous_secret_hash === null ? null : row.previous_secret_expires_at,
+    lastUsedAt: row.last_used_at,
+    usageCount: Number(row.usage_count),
+    revokedAt: row.revoked_at,
+  };
+}
+
+export const apiKeysList: ListSpec<'createdAt' | 'name', NoFilters> = {
+  sort: { createdAt: 'created_at', name: 'name' },
+  defaultSort: '-createdAt',
+};
+
+export async function listApiKeys(
+  deps: ApiKeyDeps,
+  access: OrgAccess,
+  query: { limit: number; cursor?: string | undefined; sort: string },
+): Promise<{ data: ApiKey[]; nextCursor: string | null }> {
+  const page = await deps.database.withTenant(access.orgId, (db) =>
+    paginate(db.selectFrom('api_keys').selectAll(), query, apiKeysList),
+  );
+  const now = deps.clock.now();
+  return { data: page.data.map((row) => toApiKey(row, now)), nextCursor: page.nextCursor };
+}
+
+async function findKey(db: Transaction<Database>, keyId: string): Promise<ApiKeyRow> {
+  const row = await db.selectFrom('api_keys').selectAll().where('id', '=', keyId).executeTakeFirst();
+  if (!row) throw new AppError(apiKeyErrors.API_KEY_NOT_FOUND);
+  return row;
+}
+
+export async function getApiKey(deps: ApiKeyDeps, access: OrgAccess, keyId: string): Promise<ApiKey> {
+  const row = await deps.database.withTenant(access.orgId, (db) => findKey(db, keyId));
+  return toApiKey(row, deps.clock.now());
+}
+
+/**
+ * Creates a key whose scopes are registered permissions the creator holds (a person: keys cannot mint keys),
+ * optionally expiring and limited to IP ranges. Returns it with the full key, which is never shown again.
+ */
+export async function createApiKey(
+  deps: ApiKeyDeps,
+  access: OrgAccess,
+  input: {
+    name: string;
+    scopes: string[];
+    expiresAt?: string | undefined;
+    allowedIps?: string[] | undefined;
+  },
+): Promise<ApiKey & { key: string }> {
+  if (access.principal.type !== 'user') throw new AppError(apiKeyErrors.API_KEY_NOT_ALLOWED);
+  const scopes = [...new Set(input.scopes)].sort();
+  const unknown = scopes.filter((s) => !deps.registry.hasPermission(s));
+  if (unknown.length > 0) {
+    throw new AppError(orgErrors.UNKNOWN_PERMISSION, {
+      detail: `Unknown permissions: ${unknown.join(', ')}.`,
+    });
+  }
+  const notHeld = scopes.filter((s) => !access.permissions.has(s));
+  if (notHeld.length > 0) {
+    throw new AppError(apiKeyErrors.SCOPE_NOT_HELD, { detail: `You do not hold: ${notHeld.join(', ')}.` });
+  }
+  const badIps = (input.allowedIps ?? []).flatMap((entry, i) =>
+    parseRange(entry) ? [] : [{ path: `body.allowedIps.${i}`, message: 'Not an IP address or CIDR range.' }],
+  );
+  const now = deps.clock.now();
+  const expiresAt = input.expiresAt === undefined ? null : new Date(input.expiresAt).toISOString();
+  const badExpiry =
+    expiresAt !== null && expiresAt <= now.toISOString()
+      ? [{ path: 'body.expiresAt', message: 'Must be in the future.' }]
+      : [];
+  if (badIps.length + badExpiry.length > 0) {
+    throw new AppError(coreErrors.VALIDATION_FAILED, { errors: [...badIps, ...badExpiry] });
+  }
+
+  const secret = newSecret();
+  const row: ApiKeyRow = {
+    id: newId(),
+    org_id: access.orgId,
+    name: input.name,
+    secret_hash: deps.store.hash(secret),
+    previous_secret_hash: null,
+    previous_secret_expires_at: null,
+    scopes: JSON.stringify(scopes),
+    allowed_ips: input.allowedIps ? JSON.stringify(input.allowedIps) : null,
+    expires_at: expiresAt,
+    created_by: access.principal.userId,
+    created_at: now.toISOString(),
+    rotated_at: null,
+    last_used_at: null,
+    usage_count: 0,
+    revoked_at: null,
+  };
+  await deps.database.withTenant(access.orgId, (db) => db.insertInto('api_keys').values(row).execute());
+  return { ...toApiKey(row, now), key: formatKey(row.id, secret) };
+}
+
+/**
+ * Gives a key a new secret. The old one keeps working for `gracePeriodSeconds` (the installation default when
+ * omitted), so that clients can be updated without an outage; a secret replaced earlier stops at once.
+ */
+export async function rotateApiKey(
+  deps: ApiKeyDeps,
+  access: OrgAccess,
+  keyId: string,
+  gracePeriodSeconds: number | undefined,
+): Promise<ApiKey & { key: string }> {
+  const now = deps.clock.now();
+  const secret = newSecret();
+  const grace = gracePeriodSeconds ?? deps.rotationGraceSeconds;
+  const row = await deps.database.withTenant(access.orgId, async (db) => {
+    const current = await findKey(db, keyId);
+    if (current.revoked_at !== null) {
+      throw new AppError(apiKeyErrors.API_KEY_NOT_FOUND, { detail: 'The key is revoked; create a new one.' });
+    }
+    const changes = {
+      secret_hash: deps.store.hash(secret),
+      previous_secret_hash: grace > 0 ? current.secret_hash : null,
+      previous_secret_expires_at: grace > 0 ? new Date(now.getTime() + grace * 1000).toISOString() : null,
+      rotated_at: now.toISOString(),
+    };
+    await db.updateTable('api_keys').set(changes).where('id', '=', keyId).execute();
+    return { ...current, ...changes };
+  });
+  await deps.store.keyChanged(keyId);
+  return { ...toApiKey(row, now), key: formatKey(row.id, secret) };
+}
+
+/** Revokes a key: it stops working at once on every replica. Revoking a revoked key changes nothing. */
+export async function revokeApiKey(deps: ApiKeyDeps, access: OrgAccess, keyId: string): Promise<void> {
+  await deps.database.withTenant(access.orgId, async (db) => {
+    const current = await findKey(db, keyId);
+    if (current.revoked_at !== null) return;
+    await db
+      .updateTable('api_keys')
+      .set({ revoked_at: deps.clock.now().toISOString() })
+      .where('id', '=', keyId)
+      .execute();
+  });
+  await deps.store.keyChanged(keyId);
+}

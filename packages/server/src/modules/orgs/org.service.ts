@@ -1,0 +1,172 @@
+import { randomBytes } from 'node:crypto';
+import type { MyOrganization, Organization } from '@plinth/shared';
+import { orgErrors } from '@plinth/shared';
+import { AppError } from '../../core/errors.ts';
+import { newId } from '../../core/ids.ts';
+import { type ListSpec, type NoFilters, paginate } from '../../core/pagination.ts';
+import { isUniqueViolation } from '../../db/errors.ts';
+import type { OrgAccess } from '../rbac/index.ts';
+import type { OrgDeps } from './deps.ts';
+import * as repo from './org.repo.ts';
+
+export function toOrganization(row: repo.OrgRow): Organization {
+  return {
+    id: row.id,
+    name: row.name,
+    slug: row.slug,
+    plan: row.plan,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+  };
+}
+
+/** A slug from a name: ASCII letters and digits, hyphen-separated, at most 50 characters; `org` if none are left. */
+export function slugify(name: string): string {
+  const slug = name
+    .normalize('NFKD')
+    .replace(/[\u0300-\u036f]/g, '')
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .slice(0, 50)
+    .replace(/^-+|-+$/g, '');
+  return slug === '' ? 'org' : slug;
+}
+
+/** How many times a generated slug is retried with a random suffix before giving up. */
+const SLUG_ATTEMPTS = 5;
+
+/**
+ * Creates an organization on the installation's first plan, with its creator as owner, in one transaction. A
+ * slug the caller chose must be free (409 otherwise); one derived from the name gets a random suffix if taken.
+ */
+export async function createOrg(
+  deps: OrgDeps,
+  userId: string,
+  input: { name: string; slug?: string | undefined },
+): Promise<Organization> {
+  const now = deps.clock.now().toISOString();
+  const base = input.slug ?? slugify(input.name);
+  for (let attempt = 0; ; attempt++) {
+    const slug = attempt === 0 ? base : `${base.slice(0, 50)}-${randomBytes(4).toString('hex')}`;
+    const org = {
+      id: newId(),
+      name: input.name,
+      slug,
+      plan: deps.config.orgs.plans[0] ?? 'free',
+      created_at: now,
+      updated_at: now,
+    };
+    try {
+      await deps.database.withTenant(org.id, async (db) => {
+        await repo.insertOrg(db, org);
+        await db
+          .insertInto('memberships')
+          .values({
+            id: newId(),
+            org_id: org.id,
+            user_id: userId,
+            role: 'owner',
+            created_at: now,
+            updated_at: now,
+          })
+          .execute();
+      });
+      deps.log.info({ orgId: org.id, userId }, 'organization created');
+      return toOrganization(org);
+    } catch (error) {
+      if (!isUniqueViolation(error)) throw error;
+      if (input.slug !== undefined) throw new AppError(orgErrors.SLUG_TAKEN);
+      if (attempt + 1 >= SLUG_ATTEMPTS) throw error;
+    }
+  }
+}
+
+export const myOrgsList: ListSpec<'name' | 'createdAt', NoFilters> = {
+  sort: { name: 'organizations.name', createdAt: 'organizations.created_at' },
+  defaultSort: 'name',
+  idColumn: 'organizations.id',
+};
+
+/** The organizations the user belongs to, with their role in each. */
+export async function listMyOrgs(
+  deps: OrgDeps,
+  userId: string,
+  query: { limit: number; cursor?: string | undefined; sort: string },
+): Promise<{ data: MyOrganization[]; nextCursor: string | null }> {
+  // Across organizations, because the question is which ones: the user's own memberships, and only theirs.
+  const page = await deps.database.acrossTenants((db) =>
+    paginate(
+      db
+        .selectFrom('memberships')
+        .innerJoin('organizations', 'organizations.id', 'memberships.org_id')
+        .selectAll('organizations')
+        .select('memberships.role')
+        .where('memberships.user_id', '=', userId),
+      query,
+      myOrgsList,
+    ),
+  );
+  return {
+    data: page.data.map((row) => ({ ...toOrganization(row), role: row.role })),
+    nextCursor: page.nextCursor,
+  };
+}
+
+export async function getOrg(deps: OrgDeps, access: OrgAccess): Promise<Organization> {
+  const org = await repo.findOrg(deps.database.db, access.orgId);
+  if (!org) throw new AppError(orgErrors.ORG_NOT_FOUND);
+  return toOrganization(org);
+}
+
+export async function updateOrg(
+  deps: OrgDeps,
+  access: OrgAccess,
+  input: { name?: string | undefined; slug?: string | undefined },
+): Promise<Organization> {
+  const changes = {
+    ...(input.name === undefined ? {} : { name: input.name }),
+    ...(input.slug === undefined ? {} : { slug: input.slug }),
+    updated_at: deps.clock.now().toISOString(),
+  };
+  try {
+    await repo.updateOrg(deps.database.db, access.orgId, changes);
+  } catch (error) {
+    if (isUniqueViolation(error)) throw new AppError(orgErrors.SLUG_TAKEN);
+    throw error;
+  }
+  return getOrg(deps, access);
+}
+
+/** Deletes the organization and, by cascade, everything it owns; every replica forgets its memberships and keys. */
+export async function deleteOrg(deps: OrgDeps, access: OrgAccess): Promise<void> {
+  await repo.deleteOrg(deps.database.db, access.orgId);
+  await deps.access.orgChanged(access.orgId);
+  deps.log.info({ orgId: access.orgId }, 'organization deleted');
+}
+
+export const allOrgsList: ListSpec<'name' | 'createdAt', NoFilters> = {
+  sort: { name: 'name', createdAt: 'created_at' },
+  defaultSort: 'createdAt',
+};
+
+/** Every organization of the installation (operators only). */
+export async function listAllOrgs(
+  deps: OrgDeps,
+  query: { limit: number; cursor?: string | undefined; sort: string },
+): Promise<{ data: Organization[]; nextCursor: string | null }> {
+  const page = await paginate(deps.database.db.selectFrom('organizations').selectAll(), query, allOrgsList);
+  return { data: page.data.map(toOrganization), nextCursor: page.nextCursor };
+}
+
+/** Moves an organization to another plan (operators only: members must not choose their own limits). */
+export async function setPlan(deps: OrgDeps, orgId: string, plan: string): Promise<Organization> {
+  if (!deps.config.orgs.plans.includes(plan)) {
+    throw new AppError(orgErrors.UNKNOWN_PLAN, { detail: `Plans: ${deps.config.orgs.plans.join(', ')}.` });
+  }
+  const org = await repo.findOrg(deps.database.db, orgId);
+  if (!org) throw new AppError(orgErrors.ORG_NOT_FOUND);
+  const updatedAt = deps.clock.now().toISOString();
+  await repo.updateOrg(deps.database.db, orgId, { plan, updated_at: updatedAt });
+  deps.log.info({ orgId, plan }, 'organization plan changed');
+  return toOrganization({ ...org, plan, updated_at: updatedAt });
+}
