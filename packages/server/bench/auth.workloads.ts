@@ -36,10 +36,16 @@ export const argon2VerifyRate: Measurement = {
   },
 };
 
-async function post(server: BenchServer, path: string, body: unknown): Promise<Record<string, unknown>> {
+/** POSTs JSON to the server (with `headers`, e.g. an access token) and returns the JSON answer; throws unless 2xx. */
+export async function post(
+  server: BenchServer,
+  path: string,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Promise<Record<string, unknown>> {
   const response = await fetch(`${server.url}${path}`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', ...headers },
     body: JSON.stringify(body),
   });
   if (!response.ok) throw new Error(`${path} answered ${response.status}: ${await response.text()}`);
@@ -47,7 +53,7 @@ async function post(server: BenchServer, path: string, body: unknown): Promise<R
 }
 
 /** A fresh account on the benchmark server (which runs with REQUIRE_EMAIL_VERIFICATION=false). */
-async function account(server: BenchServer): Promise<{ email: string; password: string }> {
+export async function account(server: BenchServer): Promise<{ email: string; password: string }> {
   const email = `loadtest-${randomBytes(6).toString('hex')}@example.com`;
   await post(server, '/api/v1/auth/signup', { email, password: PASSWORD, name: 'Load Tester' });
   return { email, password: PASSWORD };

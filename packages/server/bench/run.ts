@@ -1,5 +1,6 @@
 import autocannon from 'autocannon';
 import { argon2VerifyRate, authWorkloads } from './auth.workloads.ts';
+import { API_KEY_LIST, JWT_LIST, orgWorkloads } from './orgs.workloads.ts';
 import { type BenchServer, startBaseline, startPlinth } from './servers.ts';
 import { connections, durationSeconds, type Figures, type Measurement, type Workload } from './workload.ts';
 
@@ -17,7 +18,11 @@ const workloads: (Workload | Measurement)[] = [
   { name: 'plinth: GET /health/live', server: 'plinth', prepare: get('/health/live') },
   argon2VerifyRate,
   ...authWorkloads,
+  ...orgWorkloads,
 ];
+
+/** How much slower the API-key path may be than the access-token path on the same list (issue 4's target). */
+const API_KEY_MAX_SLOWDOWN = 0.1;
 
 async function drive(server: BenchServer, workload: Workload): Promise<Figures> {
   const { path, ...options } = await workload.prepare(server);
@@ -71,6 +76,18 @@ try {
     );
   }
   printTable(rows);
+  const jwt = rows.find((r) => r.name === JWT_LIST)?.rate;
+  const key = rows.find((r) => r.name === API_KEY_LIST)?.rate;
+  if (jwt && key) {
+    const slowdown = 1 - key / jwt;
+    console.log(
+      `API key vs access token on the member list: ${((key / jwt) * 100).toFixed(1)} % of the throughput (target: at least ${((1 - API_KEY_MAX_SLOWDOWN) * 100).toFixed(0)} %).`,
+    );
+    if (slowdown > API_KEY_MAX_SLOWDOWN) {
+      console.error('The API-key path is more than 10 % slower than the access-token path.');
+      process.exitCode = 1;
+    }
+  }
   if (rows.some((r) => r.errors > 0 || r.non2xx > 0)) {
     console.error('Some requests failed: the figures above are not trustworthy.');
     process.exitCode = 1;

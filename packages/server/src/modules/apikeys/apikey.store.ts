@@ -88,8 +88,8 @@ export async function createApiKeyStore(options: {
       : undefined;
   await broadcast.subscribe(CHANNEL, (keyId) => cache?.delete(keyId));
 
-  // Key id → uses since the last flush and the time of the latest.
-  let usage = new Map<string, { count: number; lastUsedAt: string }>();
+  // Key id → uses since the last flush and the time of the latest (ms since the epoch).
+  let usage = new Map<string, { count: number; lastUsedAt: number }>();
 
   const load = async (keyId: string): Promise<CachedKey | typeof UNKNOWN> => {
     // Across organizations, because the key is what tells which organization the request acts in.
@@ -120,7 +120,8 @@ export async function createApiKeyStore(options: {
     try {
       // Across organizations: one batch holds the uses of every organization's keys.
       await database.acrossTenants(async (db) => {
-        for (const [keyId, { count, lastUsedAt }] of batch) {
+        for (const [keyId, { count, lastUsedAt: at }] of batch) {
+          const lastUsedAt = new Date(at).toISOString();
           await db
             .updateTable('api_keys')
             .set((eb) => ({
@@ -144,7 +145,7 @@ export async function createApiKeyStore(options: {
         const later = usage.get(keyId);
         usage.set(keyId, {
           count: entry.count + (later?.count ?? 0),
-          lastUsedAt: later?.lastUsedAt ?? entry.lastUsedAt,
+          lastUsedAt: Math.max(later?.lastUsedAt ?? 0, entry.lastUsedAt),
         });
       }
     }
@@ -183,7 +184,12 @@ export async function createApiKeyStore(options: {
       if (!allowedFrom(record.allowedRanges, ip)) throw new AppError(apiKeyErrors.API_KEY_IP_NOT_ALLOWED);
 
       const counted = usage.get(parsed.id);
-      usage.set(parsed.id, { count: (counted?.count ?? 0) + 1, lastUsedAt: new Date(now).toISOString() });
+      if (counted) {
+        counted.count++;
+        counted.lastUsedAt = now;
+      } else {
+        usage.set(parsed.id, { count: 1, lastUsedAt: now });
+      }
       return { type: 'apikey', keyId: parsed.id, orgId: record.orgId, scopes: record.scopes };
     },
     keyChanged: (keyId) => broadcast.publish(CHANNEL, keyId),

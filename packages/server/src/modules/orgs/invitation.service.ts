@@ -1,4 +1,4 @@
-import { type Invitation, orgErrors } from '@plinth/shared';
+import { apiKeyErrors, type Invitation, orgErrors } from '@plinth/shared';
 import type { Selectable } from 'kysely';
 import { randomToken, sha256Hex } from '../../core/crypto.ts';
 import { AppError } from '../../core/errors.ts';
@@ -59,8 +59,8 @@ export async function createInvitation(
   access: OrgAccess,
   input: { email: string; role: string },
 ): Promise<Invitation> {
-  if (access.principal.type !== 'user')
-    throw new AppError(orgErrors.PERMISSION_DENIED, { detail: 'Invitations come from people.' });
+  // Invitations come from people: the mail names the inviter.
+  if (access.principal.type !== 'user') throw new AppError(apiKeyErrors.API_KEY_NOT_ALLOWED);
   const inviterId = access.principal.userId;
   const email = normalizeEmail(input.email);
   const now = deps.clock.now();
@@ -143,7 +143,7 @@ export async function acceptInvitation(
   principal: Principal | undefined,
   input: { token: string; name?: string | undefined; password?: string | undefined },
 ): Promise<{ orgId: string; role: string; userId: string; accountCreated: boolean }> {
-  if (principal?.type === 'apikey') throw new AppError(orgErrors.INVALID_INVITATION);
+  if (principal?.type === 'apikey') throw new AppError(apiKeyErrors.API_KEY_NOT_ALLOWED);
   const now = deps.clock.now().toISOString();
   // Across organizations, because the token is all that identifies the invitation (and so its organization).
   const invitation = await deps.database.acrossTenants((db) =>
