@@ -72,6 +72,20 @@ export async function getApiKey(deps: ApiKeyDeps, access: OrgAccess, keyId: stri
 }
 
 /**
+ * Whoever receives a key's secret (creating or rotating it) gets its powers, so only a person may, and only for
+ * scopes they hold themselves: a key cannot mint or re-key keys, and a member cannot obtain, by rotating it, a
+ * key more powerful than their role. Returns the person's user id.
+ */
+function assertMayHandOut(access: OrgAccess, scopes: readonly string[]): string {
+  if (access.principal.type !== 'user') throw new AppError(apiKeyErrors.API_KEY_NOT_ALLOWED);
+  const notHeld = scopes.filter((s) => !access.permissions.has(s));
+  if (notHeld.length > 0) {
+    throw new AppError(apiKeyErrors.SCOPE_NOT_HELD, { detail: `You do not hold: ${notHeld.join(', ')}.` });
+  }
+  return access.principal.userId;
+}
+
+/**
  * Creates a key whose scopes are registered permissions the creator holds (a person: keys cannot mint keys),
  * optionally expiring and limited to IP ranges. Returns it with the full key, which is never shown again.
  */
@@ -93,10 +107,7 @@ export async function createApiKey(
       detail: `Unknown permissions: ${unknown.join(', ')}.`,
     });
   }
-  const notHeld = scopes.filter((s) => !access.permissions.has(s));
-  if (notHeld.length > 0) {
-    throw new AppError(apiKeyErrors.SCOPE_NOT_HELD, { detail: `You do not hold: ${notHeld.join(', ')}.` });
-  }
+  const creatorId = assertMayHandOut(access, scopes);
   const badIps = (input.allowedIps ?? []).flatMap((entry, i) =>
     parseRange(entry) ? [] : [{ path: `body.allowedIps.${i}`, message: 'Not an IP address or CIDR range.' }],
   );
@@ -121,7 +132,7 @@ export async function createApiKey(
     scopes: JSON.stringify(scopes),
     allowed_ips: input.allowedIps ? JSON.stringify(input.allowedIps) : null,
     expires_at: expiresAt,
-    created_by: access.principal.userId,
+    created_by: creatorId,
     created_at: now.toISOString(),
     rotated_at: null,
     last_used_at: null,
@@ -150,6 +161,7 @@ export async function rotateApiKey(
     if (current.revoked_at !== null) {
       throw new AppError(apiKeyErrors.API_KEY_NOT_FOUND, { detail: 'The key is revoked; create a new one.' });
     }
+    assertMayHandOut(access, JSON.parse(current.scopes) as string[]);
     const changes = {
       secret_hash: deps.store.hash(secret),
       previous_secret_hash: grace > 0 ? current.secret_hash : null,
