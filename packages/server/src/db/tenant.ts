@@ -174,8 +174,19 @@ class TenantScopeTransformer extends OperationNodeTransformer {
     return this.#scopeWhere({ ...transformed, ...(joins ? { joins } : {}) }, transformed.from?.froms ?? []);
   }
 
+  /** An update may not move a row to another organization: SQLite has no policy that would refuse it. */
   protected override transformUpdateQuery(node: UpdateQueryNode): UpdateQueryNode {
     const transformed = super.transformUpdateQuery(node);
+    const target = transformed.table ? tableOf(transformed.table) : undefined;
+    if (target && this.#tables.has(target.name)) {
+      for (const update of transformed.updates ?? []) {
+        const column = ColumnNode.is(update.column) ? update.column.column.name : undefined;
+        const keepsOrg = ValueNode.is(update.value) && update.value.value === this.#orgId;
+        if (column === TENANT_COLUMN && !keepsOrg) {
+          throw new UnscopedTenantAccessError(`an update of "${target.name}" cannot change ${TENANT_COLUMN}`);
+        }
+      }
+    }
     const joins = this.#scopeJoins(transformed.joins);
     const items = [...(transformed.table ? [transformed.table] : []), ...(transformed.from?.froms ?? [])];
     return this.#scopeWhere({ ...transformed, ...(joins ? { joins } : {}) }, items);
