@@ -1,4 +1,4 @@
-import type { Insertable, Selectable } from 'kysely';
+import { type Insertable, type Selectable, sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PlinthApp } from '../app.ts';
 import { newId } from '../core/ids.ts';
@@ -308,6 +308,49 @@ describe.each(testDialects)('tenant-scoped data access (%s)', (dialect) => {
         ),
       ).rejects.toThrow(UnscopedTenantAccessError);
       expect(await allMemberships()).toEqual(before);
+    });
+
+    it('keeps the scope on every branch of a condition written as raw SQL, in a where and in a join', async () => {
+      const theirs = await membershipOf(orgB, memberB.userId);
+      // `a or b`: without parentheses around the query's own condition, the scope would bind to `b` alone.
+      const read = await app.database.withTenant(orgA, (db) =>
+        db.selectFrom('memberships').select('id').where(sql<boolean>`id = ${theirs.id} or 1 = 0`).execute(),
+      );
+      expect(read).toEqual([]);
+      const joined = await app.database.withTenant(orgA, (db) =>
+        db
+          .selectFrom('users')
+          .innerJoin('memberships', (join) => join.on(sql<boolean>`memberships.user_id = users.id or 1 = 0`))
+          .select('memberships.org_id')
+          .execute(),
+      );
+      expect(new Set(joined.map((r) => r.org_id))).toEqual(new Set([orgA]));
+      const before = await allMemberships();
+      const changed = await app.database.withTenant(orgA, (db) =>
+        db
+          .updateTable('memberships')
+          .set({ role: 'owner' })
+          .where(sql<boolean>`id = ${theirs.id} or 1 = 0`)
+          .executeTakeFirst(),
+      );
+      expect(Number(changed.numUpdatedRows)).toBe(0);
+      expect(await allMemberships()).toEqual(before);
+    });
+
+    it('refuses a table it cannot see: one given as raw SQL, or a merge', async () => {
+      await expect(
+        app.database.withTenant(orgA, (db) => db.selectFrom(sql`memberships`.as('m')).selectAll().execute()),
+      ).rejects.toThrow(UnscopedTenantAccessError);
+      await expect(
+        app.database.withTenant(orgA, (db) =>
+          db
+            .mergeInto('memberships')
+            .using('users', 'users.id', 'memberships.user_id')
+            .whenMatched()
+            .thenUpdateSet({ role: 'owner' })
+            .execute(),
+        ),
+      ).rejects.toThrow(UnscopedTenantAccessError);
     });
 
     it('inserts the organization’s own rows', async () => {

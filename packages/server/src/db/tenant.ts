@@ -8,13 +8,17 @@ import {
   type InsertQueryNode,
   JoinNode,
   type KyselyPlugin,
+  type MergeQueryNode,
+  OnNode,
   type OperationNode,
   OperationNodeTransformer,
   OperatorNode,
+  ParensNode,
   type PluginTransformQueryArgs,
   type PluginTransformResultArgs,
   PrimitiveValueListNode,
   type QueryResult,
+  RawNode,
   ReferenceNode,
   type RootOperationNode,
   type SelectQueryNode,
@@ -137,10 +141,18 @@ class TenantScopeTransformer extends OperationNodeTransformer {
     this.#orgId = orgId;
   }
 
-  /** `<table>.org_id = <orgId>` for each org-owned table among `items`, ANDed; undefined if there is none. */
+  /**
+   * `<table>.org_id = <orgId>` for each org-owned table among `items`, ANDed; undefined if there is none. A table
+   * named in raw SQL cannot be seen, so it cannot be scoped: such an item is refused.
+   */
   #conditionFor(items: readonly OperationNode[]): OperationNode | undefined {
     let condition: OperationNode | undefined;
     for (const item of items) {
+      if (RawNode.is(item) || (AliasNode.is(item) && RawNode.is(item.node))) {
+        throw new UnscopedTenantAccessError(
+          'a table given as raw SQL cannot be confined to one organization',
+        );
+      }
       const table = tableOf(item);
       if (!table || !this.#tables.has(table.name)) continue;
       const equals = BinaryOperationNode.create(
@@ -156,7 +168,8 @@ class TenantScopeTransformer extends OperationNodeTransformer {
   #scopeWhere<T extends { where?: WhereNode }>(node: T, items: readonly OperationNode[]): T {
     const condition = this.#conditionFor(items);
     if (!condition) return node;
-    const where = node.where ? AndNode.create(node.where.where, condition) : condition;
+    // In parentheses: a condition written as raw SQL (`a or b`) would otherwise bind the scope to `b` alone.
+    const where = node.where ? AndNode.create(ParensNode.create(node.where.where), condition) : condition;
     return { ...node, where: WhereNode.create(where) };
   }
 
@@ -164,7 +177,10 @@ class TenantScopeTransformer extends OperationNodeTransformer {
   #scopeJoins(joins: readonly JoinNode[] | undefined): readonly JoinNode[] | undefined {
     return joins?.map((join) => {
       const condition = this.#conditionFor([join.table]);
-      return condition ? JoinNode.cloneWithOn(join, condition) : join;
+      if (!condition) return join;
+      return join.on
+        ? { ...join, on: OnNode.create(AndNode.create(ParensNode.create(join.on.on), condition)) }
+        : JoinNode.cloneWithOn(join, condition);
     });
   }
 
@@ -197,6 +213,18 @@ class TenantScopeTransformer extends OperationNodeTransformer {
     const joins = this.#scopeJoins(transformed.joins);
     const items = [...transformed.from.froms, ...(transformed.using?.tables ?? [])];
     return this.#scopeWhere({ ...transformed, ...(joins ? { joins } : {}) }, items);
+  }
+
+  /** A merge reads and writes by rules this plugin does not rewrite; Plinth's own code needs none. */
+  protected override transformMergeQuery(node: MergeQueryNode): MergeQueryNode {
+    for (const table of tablesIn(node)) {
+      if (this.#tables.has(table)) {
+        throw new UnscopedTenantAccessError(
+          `a merge involving "${table}" cannot be confined to one organization`,
+        );
+      }
+    }
+    return super.transformMergeQuery(node);
   }
 
   /**

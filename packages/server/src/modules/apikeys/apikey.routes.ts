@@ -1,12 +1,13 @@
 import { ApiKey, ApiKeyWithSecret, CreateApiKeyBody, Page, RotateApiKeyBody } from '@plinth/shared';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import { idParam } from '../../core/ids.ts';
 import { listQuerySchema } from '../../core/pagination.ts';
 import { jsonResponse, problemResponses } from '../../core/responses.ts';
 import { accessOf, OrgParams } from '../rbac/index.ts';
 import * as apiKeys from './apikey.service.ts';
 
-const KeyParams = OrgParams.extend({ keyId: z.uuid({ error: 'Not an API key id.' }) });
+const KeyParams = OrgParams.extend({ keyId: idParam('Not an API key id.') });
 const keysRoute = { tags: ['API keys'] };
 
 /** An organization's API keys: `/api/v1/orgs/{orgId}/apikeys`. */

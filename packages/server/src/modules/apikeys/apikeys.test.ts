@@ -363,6 +363,10 @@ describe.each(testDialects)('API keys (%s)', (dialect) => {
         `/health/live?api_key=${encoded}`,
         `/health/live?api_key=${created.key.replaceAll('_', '%5f')}`,
         `/health/live?x=1&token=${created.key}`,
+        // Any letter may be percent-encoded, once or more, and a malformed escape elsewhere must not hide it.
+        `/health/live?api_key=%70${created.key.slice(1)}`,
+        `/health/live?api_key=%2570${created.key.slice(1)}`,
+        `/health/live?bad=%zz&api_key=%70${created.key.slice(1)}`,
         `${membersUrl(orgId)}?api_key=${created.key}`,
         `${membersUrl(orgId)}?api_key=${encoded}`,
         '/api/v1/auth/login?api_key=plk_live_whatever',
@@ -592,6 +596,21 @@ describe.each(testDialects)('API keys (%s)', (dialect) => {
       expectProblem(await revoke(app, owner.accessToken, orgId, newId()), 404, 'API_KEY_NOT_FOUND');
       expectProblem(await getKeyResponse(app, owner.accessToken, orgId, newId()), 404, 'API_KEY_NOT_FOUND');
       expectProblem(await revoke(app, owner.accessToken, orgId, 'not-an-id'), 400, 'VALIDATION_FAILED');
+    });
+
+    it('refuses an upper-case spelling of a key id, which would revoke the key without forgetting it', async () => {
+      // PostgreSQL compares UUIDs case-insensitively while the cache is keyed by the canonical id: accepting
+      // another spelling would revoke the row and leave the cached key working until its entry expired.
+      const created = await createApiKey(app, owner.accessToken, orgId, { scopes: ['members:read'] });
+      expect((await listMembersWithKey(app, orgId, created.key)).statusCode).toBe(200);
+      expectProblem(
+        await revoke(app, owner.accessToken, orgId, created.id.toUpperCase()),
+        400,
+        'VALIDATION_FAILED',
+      );
+      expect((await storedKey(app, created.id))?.revoked_at).toBeNull();
+      expect((await revoke(app, owner.accessToken, orgId, created.id)).statusCode).toBe(204);
+      expectInvalidKey(await listMembersWithKey(app, orgId, created.key));
     });
 
     it('makes every key of a deleted organization fail at once', async () => {

@@ -3,6 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { AppError } from '../../core/errors.ts';
+import { idParam } from '../../core/ids.ts';
 import { problemResponses } from '../../core/responses.ts';
 import { getUser } from './account.service.ts';
 import { userOf } from './authenticate.ts';
@@ -11,7 +12,7 @@ import { revokeUserSessions } from './session.service.ts';
 import { clearFailures, emailKey } from './throttle.ts';
 
 const adminRoute = { tags: ['Admin'], security: [{ bearerAuth: [] }] };
-const UserParams = z.object({ userId: z.uuid({ error: 'Not a user id.' }) });
+const UserParams = z.object({ userId: idParam('Not a user id.') });
 const NoContent = { 204: z.undefined().meta({ description: 'Done.' }) };
 
 /**

@@ -17,6 +17,7 @@ import {
 } from '@plinth/shared';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import { idParam } from '../../core/ids.ts';
 import { jsonResponse, problemResponses } from '../../core/responses.ts';
 import * as account from './account.service.ts';
 import { userOf } from './authenticate.ts';
@@ -37,7 +38,7 @@ const NoContent = { 204: z.undefined().meta({ description: 'Done.' }) };
 // Fastify hands a route `null` for a request without a body, which the shared (optional) schema refuses; signing
 // out must work with no body at all, as clients send it.
 const OptionalLogoutBody = LogoutBody.nullable();
-const SessionParams = z.object({ id: z.uuid({ error: 'Not a session id.' }) });
+const SessionParams = z.object({ id: idParam('Not a session id.') });
 
 export function clientOf(request: {
   ip: string;

@@ -112,10 +112,31 @@ export function createAuthenticators(
  */
 export async function refuseApiKeyInUrl(request: FastifyRequest): Promise<void> {
   const query = request.url.indexOf('?');
-  // `_` may come percent-encoded; the key is no less leaked for it.
-  if (query >= 0 && request.url.slice(query).toLowerCase().replaceAll('%5f', '_').includes(API_KEY_PREFIX)) {
+  if (query >= 0 && containsApiKey(request.url.slice(query + 1)))
     throw new AppError(apiKeyErrors.API_KEY_IN_URL);
+}
+
+/** How many layers of percent-encoding are peeled off a query string looking for a key. */
+const MAX_DECODINGS = 3;
+
+/** Whether a raw query string holds something shaped like a key, however it is percent-encoded. */
+function containsApiKey(queryString: string): boolean {
+  let text = queryString;
+  for (let i = 0; i <= MAX_DECODINGS; i++) {
+    if (text.toLowerCase().includes(API_KEY_PREFIX)) return true;
+    let decoded: string;
+    try {
+      decoded = decodeURIComponent(text.replaceAll('+', ' '));
+    } catch {
+      // Malformed escapes: decode what can be decoded, so `%zz&k=%70lk_…` does not hide the key.
+      decoded = text.replace(/%[0-9a-f]{2}/gi, (escape) =>
+        String.fromCharCode(Number.parseInt(escape.slice(1), 16)),
+      );
+    }
+    if (decoded === text) return false;
+    text = decoded;
   }
+  return false;
 }
 
 /** The principal of an authenticated route (set by its authentication hook). */

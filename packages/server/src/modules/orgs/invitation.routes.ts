@@ -7,13 +7,14 @@ import {
 } from '@plinth/shared';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import { idParam } from '../../core/ids.ts';
 import { listQuerySchema } from '../../core/pagination.ts';
 import { jsonResponse, problemResponses } from '../../core/responses.ts';
 import { accessOf, OrgParams } from '../rbac/index.ts';
 import type { OrgDeps } from './deps.ts';
 import * as invitations from './invitation.service.ts';
 
-const InvitationParams = OrgParams.extend({ invitationId: z.uuid({ error: 'Not an invitation id.' }) });
+const InvitationParams = OrgParams.extend({ invitationId: idParam('Not an invitation id.') });
 const invitationsRoute = { tags: ['Invitations'] };
 
 /** Invitations: `/api/v1/orgs/{orgId}/invitations` and `/api/v1/invitations/accept`. */

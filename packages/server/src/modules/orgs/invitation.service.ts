@@ -207,8 +207,23 @@ export async function acceptInvitation(
       .where('user_id', '=', userId)
       .executeTakeFirst();
     if (member) throw new AppError(orgErrors.ALREADY_MEMBER);
-    // The role may have been deleted or renamed since (a rename carries over to the invitation).
-    await requireRolePermissions(deps, db, invitation.role);
+    // The role may have been deleted or renamed since (a rename carries over to the invitation), and the
+    // inviter may have lost the right to grant it (demoted, removed): an invitation carries no more power than
+    // its inviter still has.
+    const granted = await requireRolePermissions(deps, db, invitation.role);
+    const inviter = invitation.invited_by
+      ? await db
+          .selectFrom('memberships')
+          .select('role')
+          .where('user_id', '=', invitation.invited_by)
+          .executeTakeFirst()
+      : undefined;
+    const inviterHolds = inviter ? await deps.access.rolePermissions(db, inviter.role) : undefined;
+    if (!inviterHolds || [...granted].some((p) => !inviterHolds.has(p))) {
+      throw new AppError(orgErrors.INVALID_INVITATION, {
+        detail: 'Whoever invited you can no longer grant this role; ask for a new invitation.',
+      });
+    }
     await db
       .insertInto('memberships')
       .values({

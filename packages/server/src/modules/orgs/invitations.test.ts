@@ -273,6 +273,27 @@ describe.each(testDialects)('invitations (%s)', (dialect) => {
       expect(await pendingInvitations(app, ada.accessToken, ada.orgId)).toEqual([]);
       expectProblem(await revoke(), 404, 'INVITATION_NOT_FOUND');
     });
+
+    it('stops an invitation whose inviter can no longer grant its role, so a demoted admin keeps no back door', async () => {
+      const ada = await owner();
+      const admin = await addMember(app, ada.accessToken, ada.orgId, address('admin'), 'admin');
+      const email = address('sockpuppet');
+      const token = await invite(app, admin.accessToken, ada.orgId, email, 'admin');
+      const demote = await app.inject({
+        method: 'PATCH',
+        url: `/api/v1/orgs/${ada.orgId}/members/${admin.userId}`,
+        headers: bearer(ada.accessToken),
+        payload: { role: 'viewer' },
+      });
+      expect(demote.statusCode).toBe(200);
+
+      expectProblem(
+        await accept(app, { token, name: 'Alan Turing', password: NEW_PASSWORD }),
+        400,
+        'INVALID_INVITATION',
+      );
+      expect(await findUser(app, email)).toBeUndefined();
+    });
   });
 
   describe('POST /invitations/accept', () => {

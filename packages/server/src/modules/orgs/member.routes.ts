@@ -1,13 +1,14 @@
 import { Member, Page, UpdateMemberBody } from '@plinth/shared';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import { idParam } from '../../core/ids.ts';
 import { listQuerySchema } from '../../core/pagination.ts';
 import { jsonResponse, problemResponses } from '../../core/responses.ts';
 import { accessOf, OrgParams } from '../rbac/index.ts';
 import type { OrgDeps } from './deps.ts';
 import * as members from './member.service.ts';
 
-const MemberParams = OrgParams.extend({ userId: z.uuid({ error: 'Not a user id.' }) });
+const MemberParams = OrgParams.extend({ userId: idParam('Not a user id.') });
 const membersRoute = { tags: ['Members'] };
 
 /** An organization's members: `/api/v1/orgs/{orgId}/members`. */

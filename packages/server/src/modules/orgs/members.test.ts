@@ -283,6 +283,24 @@ describe.each(testDialects)('members (%s)', (dialect) => {
       expect(theirs.json()).toEqual({ data: [], nextCursor: null });
     });
 
+    it('refuses an upper-case spelling of a member id, which would remove them without their access being forgotten', async () => {
+      const { orgId, owner, member } = await team();
+      expectProblem(
+        await removeMember(app, owner.accessToken, orgId, member.userId.toUpperCase()),
+        400,
+        'VALIDATION_FAILED',
+      );
+      expectProblem(
+        await patchMember(app, owner.accessToken, orgId, member.userId.toUpperCase(), 'viewer'),
+        400,
+        'VALIDATION_FAILED',
+      );
+      // Still a member, with the same role.
+      expect((await listMembers(member.accessToken, orgId)).data).toContainEqual(
+        expect.objectContaining({ userId: member.userId, role: 'member' }),
+      );
+    });
+
     it('refuses members without members:update (403 naming the permission)', async () => {
       const { orgId, member, viewer } = await team();
       expectDenied(

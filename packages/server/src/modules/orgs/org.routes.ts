@@ -8,6 +8,7 @@ import {
 } from '@plinth/shared';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import { idParam } from '../../core/ids.ts';
 import { listQuerySchema } from '../../core/pagination.ts';
 import { jsonResponse, problemResponses } from '../../core/responses.ts';
 import { superadminOnly, userOf } from '../auth/index.ts';
@@ -119,7 +120,7 @@ export const orgRoutes: FastifyPluginAsyncZod<{ deps: OrgDeps }> = async (app, {
   );
 };
 
-const AdminOrgParams = z.object({ orgId: z.uuid({ error: 'Not an organization id.' }) });
+const AdminOrgParams = z.object({ orgId: idParam('Not an organization id.') });
 
 /** Installation operators' view of every organization: `/api/v1/admin/orgs`, superadmin only. */
 export const adminOrgRoutes: FastifyPluginAsyncZod<{ deps: OrgDeps }> = async (app, { deps }) => {

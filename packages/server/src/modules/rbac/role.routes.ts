@@ -1,6 +1,7 @@
 import { CreateRoleBody, Page, Permission, Role, RoleName, UpdateRoleBody } from '@plinth/shared';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import { idParam } from '../../core/ids.ts';
 import { jsonResponse, problemResponses } from '../../core/responses.ts';
 import { accessOf } from './access.ts';
 import type { AccessRegistry } from './registry.ts';
@@ -8,7 +9,7 @@ import type { RbacDeps } from './role.service.ts';
 import * as roles from './role.service.ts';
 
 /** The path parameters of every organization route. */
-export const OrgParams = z.object({ orgId: z.uuid({ error: 'Not an organization id.' }) });
+export const OrgParams = z.object({ orgId: idParam('Not an organization id.') });
 const RoleParams = OrgParams.extend({ roleName: RoleName });
 const NoContent = { 204: z.undefined().meta({ description: 'Done.' }) };
 const rolesRoute = { tags: ['Roles'] };
