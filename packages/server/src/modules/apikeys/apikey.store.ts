@@ -86,7 +86,13 @@ export async function createApiKeyStore(options: {
           ttl: options.cacheTtlSeconds * 1000,
         })
       : undefined;
-  await broadcast.subscribe(CHANNEL, (keyId) => cache?.delete(keyId));
+  // Counts invalidations, so that a load that read a key before its revocation committed, and finishes after the
+  // revocation's message, does not put the old record back into the cache.
+  let invalidations = 0;
+  await broadcast.subscribe(CHANNEL, (keyId) => {
+    invalidations++;
+    cache?.delete(keyId);
+  });
 
   // Key id → uses since the last flush and the time of the latest (ms since the epoch).
   let usage = new Map<string, { count: number; lastUsedAt: number }>();
@@ -166,8 +172,9 @@ export async function createApiKeyStore(options: {
       if (!parsed) throw invalid('This is not a Plinth API key.');
       let record = cache?.get(parsed.id);
       if (record === undefined) {
+        const seen = invalidations;
         record = await load(parsed.id);
-        cache?.set(parsed.id, record);
+        if (seen === invalidations) cache?.set(parsed.id, record);
       }
       const now = clock.now().getTime();
       const presented = hash(parsed.secret);
@@ -194,6 +201,7 @@ export async function createApiKeyStore(options: {
     },
     keyChanged: (keyId) => broadcast.publish(CHANNEL, keyId),
     forgetOrg(orgId) {
+      invalidations++;
       if (!cache) return;
       for (const [keyId, record] of cache.entries()) {
         if (record !== UNKNOWN && record.orgId === orgId) cache.delete(keyId);

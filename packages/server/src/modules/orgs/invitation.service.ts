@@ -8,7 +8,7 @@ import { isUniqueViolation } from '../../db/errors.ts';
 import type { InvitationsTable } from '../../db/schema.ts';
 import { findUserByEmail, normalizeEmail, type Principal, prepareInvitedAccount } from '../auth/index.ts';
 import { mailTemplates, sendInBackground } from '../mail/index.ts';
-import { assertCanGrant, type OrgAccess, requireRolePermissions } from '../rbac/index.ts';
+import { assertCanGrant, lockOrgAccess, type OrgAccess, requireRolePermissions } from '../rbac/index.ts';
 import type { OrgDeps } from './deps.ts';
 import { findOrg } from './org.repo.ts';
 
@@ -80,6 +80,7 @@ export async function createInvitation(
   };
   const existing = await findUserByEmail(deps.auth, email);
   await deps.database.withTenant(access.orgId, async (db) => {
+    await lockOrgAccess(db, deps.database.dialect, access.orgId);
     assertCanGrant(access, await requireRolePermissions(deps, db, input.role));
     if (existing) {
       const member = await db
@@ -182,6 +183,7 @@ export async function acceptInvitation(
 
   // The invitation is spent first, so that of two acceptances at once only one gets further.
   await deps.database.withTenant(invitation.org_id, async (db) => {
+    await lockOrgAccess(db, deps.database.dialect, invitation.org_id);
     const spent = await db
       .updateTable('invitations')
       .set({ accepted_at: now, accepted_by: newAccount ? null : userId })

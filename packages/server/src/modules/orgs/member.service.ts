@@ -4,9 +4,8 @@ import { z } from 'zod';
 import { AppError } from '../../core/errors.ts';
 import { type ListSpec, paginate } from '../../core/pagination.ts';
 import type { Database } from '../../db/schema.ts';
-import { assertCanGrant, type OrgAccess, requireRolePermissions } from '../rbac/index.ts';
+import { assertCanGrant, lockOrgAccess, type OrgAccess, requireRolePermissions } from '../rbac/index.ts';
 import type { OrgDeps } from './deps.ts';
-import { lockOrg } from './org.repo.ts';
 
 export const membersList: ListSpec<'joinedAt' | 'email' | 'name', { role: z.ZodString }> = {
   sort: { joinedAt: 'memberships.created_at', email: 'users.email', name: 'users.name' },
@@ -81,7 +80,7 @@ export async function changeRole(
   role: string,
 ): Promise<Member> {
   await deps.database.withTenant(access.orgId, async (db) => {
-    await lockOrg(db, deps.database.dialect, access.orgId);
+    await lockOrgAccess(db, deps.database.dialect, access.orgId);
     const current = await findMembership(db, userId);
     assertCanGrant(access, await requireRolePermissions(deps, db, current.role));
     assertCanGrant(access, await requireRolePermissions(deps, db, role));
@@ -124,7 +123,7 @@ export async function getMember(deps: OrgDeps, access: OrgAccess, userId: string
 export async function removeMember(deps: OrgDeps, access: OrgAccess, userId: string): Promise<void> {
   const leaving = access.principal.type === 'user' && access.principal.userId === userId;
   await deps.database.withTenant(access.orgId, async (db) => {
-    await lockOrg(db, deps.database.dialect, access.orgId);
+    await lockOrgAccess(db, deps.database.dialect, access.orgId);
     const current = await findMembership(db, userId);
     if (!leaving) assertCanGrant(access, await requireRolePermissions(deps, db, current.role));
     if (current.role === 'owner' && (await ownerCount(db)) <= 1) throw new AppError(orgErrors.LAST_OWNER);

@@ -1,8 +1,7 @@
-import type { Kysely, Selectable, Transaction } from 'kysely';
-import type { Dialect } from '../../db/database.ts';
+import type { Kysely, Selectable } from 'kysely';
 import type { Database, OrganizationsTable } from '../../db/schema.ts';
 
-/** SQL over `organizations` (not org-owned itself: it is the tenant) and the locks member changes take. */
+/** SQL over `organizations` (not org-owned itself: it is the tenant). */
 
 export type OrgRow = Selectable<OrganizationsTable>;
 
@@ -24,15 +23,4 @@ export async function updateOrg(
 
 export async function deleteOrg(db: Kysely<Database>, orgId: string): Promise<void> {
   await db.deleteFrom('organizations').where('id', '=', orgId).execute();
-}
-
-/**
- * Serialises changes to an organization's membership (owner count, member list) within the transaction: on
- * PostgreSQL by locking the organization's row, so two owners demoting each other at once cannot leave none.
- * SQLite runs one write transaction at a time, which serialises them already.
- */
-export async function lockOrg(db: Transaction<Database>, dialect: Dialect, orgId: string): Promise<void> {
-  if (dialect === 'postgres') {
-    await db.selectFrom('organizations').select('id').where('id', '=', orgId).forUpdate().execute();
-  }
 }

@@ -76,7 +76,11 @@ export async function createAccessResolver(options: {
   const key = (orgId: string, userId: string) => `${orgId}/${userId}`;
 
   const orgListeners: ((orgId: string) => void)[] = [];
+  // Counts invalidations, so that a lookup that read the database before a change committed, and finishes after
+  // the change's invalidation, does not put the old membership back into the cache.
+  let invalidations = 0;
   await broadcast.subscribe(CHANNEL, (message) => {
+    invalidations++;
     const [orgId = '', userId] = message.split('/');
     if (userId) {
       cache?.delete(key(orgId, userId));
@@ -125,8 +129,9 @@ export async function createAccessResolver(options: {
       const k = key(orgId, principal.userId);
       let membership = cache?.get(k);
       if (membership === undefined) {
+        const seen = invalidations;
         membership = await lookUp(orgId, principal.userId);
-        cache?.set(k, membership);
+        if (seen === invalidations) cache?.set(k, membership);
       }
       if (membership === NOT_A_MEMBER) return undefined;
       return { orgId, principal, role: membership.role, permissions: membership.permissions };

@@ -14,6 +14,7 @@ export {
   type PermissionStatement,
   type RoleDefinition,
 } from './registry.ts';
+export { lockOrgAccess } from './role.repo.ts';
 export { OrgParams } from './role.routes.ts';
 export { assertCanGrant, type RbacDeps, requireRolePermissions } from './role.service.ts';
 export { type RowRule, type RowRules, rowCondition } from './row-rules.ts';

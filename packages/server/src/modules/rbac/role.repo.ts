@@ -1,5 +1,6 @@
 import type { Transaction } from 'kysely';
 import { newId } from '../../core/ids.ts';
+import type { Dialect } from '../../db/database.ts';
 import type { Database } from '../../db/schema.ts';
 
 /** SQL over an organization's custom roles; `db` is a tenant-scoped transaction, so every query is its org's. */
@@ -101,4 +102,20 @@ export async function isRoleInUse(db: Transaction<Database>, name: string, now: 
 
 export async function deleteCustomRole(db: Transaction<Database>, name: string): Promise<void> {
   await db.deleteFrom('roles').where('name', '=', name).execute();
+}
+
+/**
+ * Serialises, within the transaction, the changes to who may do what in an organization (memberships, roles,
+ * invitations): on PostgreSQL by locking the organization's row, so that two owners demoting each other at once
+ * cannot leave none, and a role cannot be assigned while it is being deleted or renamed. SQLite runs one write
+ * transaction at a time, which serialises them already.
+ */
+export async function lockOrgAccess(
+  db: Transaction<Database>,
+  dialect: Dialect,
+  orgId: string,
+): Promise<void> {
+  if (dialect === 'postgres') {
+    await db.selectFrom('organizations').select('id').where('id', '=', orgId).forUpdate().execute();
+  }
 }

@@ -103,6 +103,7 @@ export async function updateRole(
   }
   if (input.permissions) assertKnownPermissions(deps.registry, input.permissions);
   const updated = await deps.database.withTenant(access.orgId, async (db) => {
+    await repo.lockOrgAccess(db, deps.database.dialect, access.orgId);
     const current = await repo.findCustomRole(db, name);
     if (!current) throw new AppError(orgErrors.ROLE_NOT_FOUND);
     assertCanGrant(access, new Set(current.permissions));
@@ -124,6 +125,7 @@ export async function updateRole(
 export async function deleteRole(deps: RbacDeps, access: OrgAccess, name: string): Promise<void> {
   if (deps.registry.builtInRole(name)) throw new AppError(orgErrors.BUILT_IN_ROLE);
   await deps.database.withTenant(access.orgId, async (db) => {
+    await repo.lockOrgAccess(db, deps.database.dialect, access.orgId);
     const current = await repo.findCustomRole(db, name);
     if (!current) throw new AppError(orgErrors.ROLE_NOT_FOUND);
     assertCanGrant(access, new Set(current.permissions));
