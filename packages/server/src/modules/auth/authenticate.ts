@@ -129,8 +129,8 @@ function containsApiKey(queryString: string): boolean {
       decoded = decodeURIComponent(text.replaceAll('+', ' '));
     } catch {
       // Malformed escapes: decode what can be decoded, so `%zz&k=%70lk_…` does not hide the key.
-      decoded = text.replace(/%[0-9a-f]{2}/gi, (escape) =>
-        String.fromCharCode(Number.parseInt(escape.slice(1), 16)),
+      decoded = text.replace(/%[0-9a-f]{2}/gi, (encoded) =>
+        String.fromCharCode(Number.parseInt(encoded.slice(1), 16)),
       );
     }
     if (decoded === text) return false;
