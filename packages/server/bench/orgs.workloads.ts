@@ -8,7 +8,7 @@ import type { Workload } from './workload.ts';
  * cached key, usage counting). Everything after authentication — the permission check, the tenant-scoped
  * transaction, the query — is the same, so the difference between the two rows is the cost of each credential.
  */
-async function organization(server: BenchServer): Promise<{ orgId: string; accessToken: string }> {
+export async function organization(server: BenchServer): Promise<{ orgId: string; accessToken: string }> {
   const credentials = await account(server);
   const { accessToken } = await post(server, '/api/v1/auth/login', credentials);
   const auth = { authorization: `Bearer ${String(accessToken)}` };

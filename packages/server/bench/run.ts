@@ -1,15 +1,24 @@
 import autocannon from 'autocannon';
 import { argon2VerifyRate, authWorkloads } from './auth.workloads.ts';
 import { API_KEY_LIST, JWT_LIST, orgWorkloads } from './orgs.workloads.ts';
-import { type BenchServer, startBaseline, startPlinth } from './servers.ts';
-import { connections, durationSeconds, type Figures, type Measurement, type Workload } from './workload.ts';
+import { LIMITS_MEMORY, LIMITS_OFF, LIMITS_REDIS, rateLimitWorkloads } from './ratelimit.workloads.ts';
+import { type BenchServer, redisReachable, startBaseline, startPlinth } from './servers.ts';
+import {
+  connections,
+  durationSeconds,
+  type Figures,
+  type Measurement,
+  type ServerName,
+  type Workload,
+} from './workload.ts';
 
 /**
  * `npm run bench`: drives the baseline and Plinth with autocannon, one workload after another, and prints
  * throughput and latency percentiles side by side. Figures from one run are comparable with each other, not
  * with another machine's. Each issue adds its workloads to `workloads`.
  *
- * Environment: BENCH_DURATION (seconds per workload, default 10), BENCH_CONNECTIONS (default 50).
+ * Environment: BENCH_DURATION (seconds per workload, default 10), BENCH_CONNECTIONS (default 50), REDIS_URL
+ * (the Redis of the Redis-store workload, default redis://127.0.0.1:6379; skipped when unreachable).
  */
 const get = (path: string) => async () => ({ path });
 
@@ -19,10 +28,38 @@ const workloads: (Workload | Measurement)[] = [
   argon2VerifyRate,
   ...authWorkloads,
   ...orgWorkloads,
+  ...rateLimitWorkloads,
 ];
 
 /** How much slower the API-key path may be than the access-token path on the same list (issue 4's target). */
 const API_KEY_MAX_SLOWDOWN = 0.1;
+/** How much the in-memory rate limiter may add to the cost of a request (issue 5's target). */
+const LIMITER_MAX_COST = 0.05;
+
+/**
+ * Compares two rows' throughput: prints `label` with the ratio and, given a `maxLoss`, fails the run (exit 1)
+ * when `slower` lost more than that fraction of `faster`'s throughput.
+ */
+function compare(
+  rows: Figures[],
+  slower: string,
+  faster: string,
+  maxLoss: number | undefined,
+  label: string,
+): void {
+  const a = rows.find((r) => r.name === slower)?.rate;
+  const b = rows.find((r) => r.name === faster)?.rate;
+  if (!a || !b) return;
+  const loss = 1 - a / b;
+  const target = maxLoss === undefined ? '' : ` (target: under ${(maxLoss * 100).toFixed(0)} %)`;
+  console.log(
+    `${label}: ${((a / b) * 100).toFixed(1)} % of the throughput, ${(loss * 100).toFixed(1)} % cost${target}.`,
+  );
+  if (maxLoss !== undefined && loss > maxLoss) {
+    console.error(`${label}: over the target.`);
+    process.exitCode = 1;
+  }
+}
 
 async function drive(server: BenchServer, workload: Workload): Promise<Figures> {
   const { path, ...options } = await workload.prepare(server);
@@ -61,33 +98,42 @@ function printTable(rows: Figures[]): void {
   console.log(`\n${connections} connections, ${durationSeconds} s per workload, Node ${process.version}.`);
 }
 
-const baseline = await startBaseline();
-const plinth = await startPlinth({ REQUIRE_EMAIL_VERIFICATION: 'false' }).catch(async (error: unknown) => {
-  await baseline.stop();
+const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+const plinthEnv = { REQUIRE_EMAIL_VERIFICATION: 'false' };
+const servers: Partial<Record<ServerName, BenchServer>> = {};
+try {
+  servers.baseline = await startBaseline();
+  servers.plinth = await startPlinth(plinthEnv);
+  servers['plinth-limits-off'] = await startPlinth({ ...plinthEnv, RATE_LIMITS_ENABLED: 'false' });
+  if (await redisReachable(redisUrl)) {
+    servers['plinth-redis'] = await startPlinth({ ...plinthEnv, REDIS_URL: redisUrl });
+  } else {
+    process.stderr.write(`Redis is not reachable at ${redisUrl}: skipping the Redis-store workload.\n`);
+  }
+} catch (error) {
+  await Promise.all(Object.values(servers).map((s) => s.stop()));
   throw error;
-});
-const servers: Record<Workload['server'], BenchServer> = { baseline, plinth };
+}
 try {
   const rows: Figures[] = [];
   for (const workload of workloads) {
+    const server = 'measure' in workload ? undefined : servers[workload.server];
+    if (!('measure' in workload) && !server) continue;
     process.stderr.write(`running ${workload.name} …\n`);
     rows.push(
-      'measure' in workload ? await workload.measure() : await drive(servers[workload.server], workload),
+      'measure' in workload ? await workload.measure() : await drive(server as BenchServer, workload),
     );
   }
   printTable(rows);
-  const jwt = rows.find((r) => r.name === JWT_LIST)?.rate;
-  const key = rows.find((r) => r.name === API_KEY_LIST)?.rate;
-  if (jwt && key) {
-    const slowdown = 1 - key / jwt;
-    console.log(
-      `API key vs access token on the member list: ${((key / jwt) * 100).toFixed(1)} % of the throughput (target: at least ${((1 - API_KEY_MAX_SLOWDOWN) * 100).toFixed(0)} %).`,
-    );
-    if (slowdown > API_KEY_MAX_SLOWDOWN) {
-      console.error('The API-key path is more than 10 % slower than the access-token path.');
-      process.exitCode = 1;
-    }
-  }
+  compare(rows, API_KEY_LIST, JWT_LIST, API_KEY_MAX_SLOWDOWN, 'API key vs access token on the member list');
+  compare(
+    rows,
+    LIMITS_MEMORY,
+    LIMITS_OFF,
+    LIMITER_MAX_COST,
+    'Rate limiting (memory store) on the member list',
+  );
+  compare(rows, LIMITS_REDIS, LIMITS_OFF, undefined, 'Rate limiting (Redis store) on the member list');
   if (rows.some((r) => r.errors > 0 || r.non2xx > 0)) {
     console.error('Some requests failed: the figures above are not trustworthy.');
     process.exitCode = 1;

@@ -1,10 +1,11 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { writeUnlimitedRateLimitsFile } from '../src/test/rate-limits.ts';
 
 const serverRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -69,7 +70,9 @@ export async function startBaseline(): Promise<BenchServer> {
 
 /**
  * Plinth as an operator runs it: `plinth serve` in production mode on a fresh SQLite file, logging at `info`
- * to a discarded stdout (so the cost of writing log lines is included, as in production).
+ * to a discarded stdout (so the cost of writing log lines is included, as in production). Its rate limits are
+ * so high that no workload reaches them — the limiter does all its work on every request but never refuses —
+ * unless `env` names another `RATE_LIMITS_FILE`.
  */
 export async function startPlinth(env: Record<string, string> = {}): Promise<BenchServer> {
   const port = await freePort();
@@ -84,10 +87,26 @@ export async function startPlinth(env: Record<string, string> = {}): Promise<Ben
       AUTO_MIGRATE: 'true',
       JWT_SECRET: randomBytes(32).toString('base64url'),
       ENCRYPTION_KEY: randomBytes(32).toString('base64'),
+      RATE_LIMITS_FILE: writeUnlimitedRateLimitsFile(dataDir, ['free', 'basic', 'premium', 'enterprise']),
       ...env,
     },
   });
   const url = `http://127.0.0.1:${port}`;
   await waitUntilUp(`${url}/health/live`, child);
   return { url, stop: stopper(child, () => rmSync(dataDir, { recursive: true, force: true })) };
+}
+
+/** Whether a Redis server answers at `url` (a TCP connection within a second). */
+export function redisReachable(url: string): Promise<boolean> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve) => {
+    const socket = connect({ host: hostname, port: Number(port || 6379), timeout: 1000 });
+    const done = (reachable: boolean) => {
+      socket.destroy();
+      resolve(reachable);
+    };
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+    socket.once('timeout', () => done(false));
+  });
 }

@@ -1,0 +1,27 @@
+import { organization } from './orgs.workloads.ts';
+import type { ServerName, Workload } from './workload.ts';
+
+/**
+ * The limiter's cost per request: the same authenticated list (an access token: the per-person and
+ * per-organization buckets are counted) on three servers that differ only in rate limiting — off, on with the
+ * in-memory store, on with Redis. The limits are too high to refuse anything, so each request pays for the
+ * whole decision and its headers.
+ */
+const limitedList = (name: string, server: ServerName): Workload => ({
+  name,
+  server,
+  async prepare(target) {
+    const { orgId, accessToken } = await organization(target);
+    return { path: `/api/v1/orgs/${orgId}/members`, headers: { authorization: `Bearer ${accessToken}` } };
+  },
+});
+
+export const LIMITS_OFF = 'plinth: member list, rate limiting off';
+export const LIMITS_MEMORY = 'plinth: member list, rate limiting on (memory)';
+export const LIMITS_REDIS = 'plinth: member list, rate limiting on (Redis)';
+
+export const rateLimitWorkloads: Workload[] = [
+  limitedList(LIMITS_OFF, 'plinth-limits-off'),
+  limitedList(LIMITS_MEMORY, 'plinth'),
+  limitedList(LIMITS_REDIS, 'plinth-redis'),
+];
