@@ -12,11 +12,14 @@ import type { Redis } from 'ioredis';
 import type { Config, TrustProxy } from './config.ts';
 import { createBroadcast } from './core/broadcast.ts';
 import { type Clock, systemClock } from './core/clock.ts';
-import { errorHandlingPlugin, frameworkErrorHandler } from './core/errors.ts';
+import { clientErrorHandler, errorHandlingPlugin, frameworkErrorHandler } from './core/errors.ts';
 import { openRedis } from './core/redis.ts';
 import { requestIdOf } from './core/request-id.ts';
+import { requestLimitServerOptions, requestLimitsPlugin } from './core/request-limits.ts';
 import { securityHeadersPlugin } from './core/security-headers.ts';
+import { httpServerTimeoutOptions, serverTimeoutOptions } from './core/server-timeouts.ts';
 import { type DatabaseHandle, openDatabase } from './db/database.ts';
+import { readInstallationId } from './db/installation.ts';
 import { migrateToLatest, migrationStatus } from './db/migrate.ts';
 import { apiDocsPlugin } from './modules/apidocs/index.ts';
 import { apiKeysModule, apiKeyTags, createApiKeyStore } from './modules/apikeys/index.ts';
@@ -34,12 +37,20 @@ import {
   createMetrics,
   healthChecks,
   healthRoutes,
+  loadSheddingPlugin,
   loggerOptions,
   metrics,
   observabilityTag,
   RequestLogController,
 } from './modules/observability/index.ts';
 import { orgsModule, orgTags } from './modules/orgs/index.ts';
+import {
+  createCallerLookups,
+  createRateLimiter,
+  rateLimitPlugin,
+  rateLimitTags,
+  rateLimitUsageModule,
+} from './modules/ratelimit/index.ts';
 import { createAccessRegistry, createAccessResolver, rbacModule, rbacTags } from './modules/rbac/index.ts';
 
 declare module 'fastify' {
@@ -82,12 +93,22 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     genReqId: requestIdOf,
     requestIdHeader: false,
     logController: new RequestLogController(),
-    bodyLimit: config.bodyLimitBytes,
+    // Body limit, prototype-poisoning refusal, query parameter count: core/request-limits.ts.
+    ...requestLimitServerOptions(config),
     trustProxy: trustProxyOption(config.trustProxy),
     return503OnClosing: true,
     forceCloseConnections: 'idle',
+    // Slow clients (slowloris headers, trickled bodies, idle sockets) are cut off: core/server-timeouts.ts.
+    ...serverTimeoutOptions(config.timeouts),
+    http: {
+      ...httpServerTimeoutOptions(config.timeouts),
+      // Node's HTTP parser refuses a larger request head (431, rendered by `clientErrorHandler`).
+      maxHeaderSize: config.requestLimits.maxHeaderBytes,
+    },
     // Errors the router raises before any hook runs (malformed URL encoding, over-long parameters).
     frameworkErrors: frameworkErrorHandler,
+    // Requests Node's HTTP parser refuses (headers over MAX_HEADER_BYTES, malformed HTTP) get problem+json too.
+    clientErrorHandler,
   }).withTypeProvider<ZodTypeProvider>();
 
   app.setValidatorCompiler(validatorCompiler);
@@ -154,7 +175,19 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     broadcast,
     cacheTtlSeconds: config.orgs.accessCacheTtlSeconds,
   });
-  access.onOrgChanged((orgId) => apiKeyStore.forgetOrg(orgId));
+  const callerLookups = createCallerLookups(database, config.orgs.accessCacheTtlSeconds);
+  access.onOrgChanged((orgId) => {
+    apiKeyStore.forgetOrg(orgId);
+    callerLookups.forgetOrg(orgId);
+  });
+  const rateLimitDeps = {
+    table: config.rateLimits.table,
+    limiter: createRateLimiter(redis, await rateLimitKeyPrefix(database, redis), app.log),
+    lookups: callerLookups,
+    database,
+    clock,
+    decisions: appMetrics.rateLimitDecisions,
+  };
   app.addHook('onClose', async () => apiKeyStore.close());
   const authenticate = createAuthenticators(authDeps, apiKeyStore.verify);
 
@@ -162,6 +195,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     reply.header('x-request-id', request.id);
   });
 
+  // Before every route: its `onRoute` hook gives each later route its class's body limit.
+  await app.register(requestLimitsPlugin);
   await app.register(errorHandlingPlugin);
   await app.register(securityHeadersPlugin);
   if (config.corsOrigins.length > 0) {
@@ -181,15 +216,27 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     return 'ok';
   });
   if (redis) {
+    // Everything Plinth keeps in Redis has a per-replica fallback (rate limits in memory, caches that expire),
+    // so losing Redis degrades the installation but must not take every replica out of the load balancer.
     app.healthChecks.add('redis', async () => {
-      await redis.ping();
-      return 'ok';
+      try {
+        await redis.ping();
+        return 'ok';
+      } catch {
+        // The client logs the connection failure itself, once per distinct error.
+        return 'degraded';
+      }
     });
   }
+  // Before every route, so that an overloaded replica refuses requests before it authenticates or reads them.
+  await app.register(loadSheddingPlugin, { ...config.loadShedding });
+
+  // Before every route it limits: its `onRoute` hook records each later route's class.
+  if (config.rateLimits.enabled) await app.register(rateLimitPlugin, { deps: rateLimitDeps });
 
   // The docs plugin records only routes registered after it, so it comes before every route.
   await app.register(apiDocsPlugin, {
-    tags: [observabilityTag, ...authTags, ...orgTags, ...rbacTags, ...apiKeyTags],
+    tags: [observabilityTag, ...authTags, ...orgTags, ...rbacTags, ...apiKeyTags, ...rateLimitTags],
   });
   await app.register(metrics, { metrics: appMetrics, token: config.metricsToken });
   await app.register(healthRoutes, { dialect: database.dialect });
@@ -206,6 +253,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       rotationGraceSeconds: config.orgs.apiKeyRotationGraceSeconds,
     },
   });
+  await app.register(rateLimitUsageModule, { deps: rateLimitDeps });
   await app.register(
     async (api) => {
       for (const module of options.modules ?? []) await api.register(module);
@@ -214,6 +262,21 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   );
 
   return app;
+}
+
+/**
+ * Where rate-limit counts live in Redis: under the installation's id, so that its replicas share budgets and
+ * another installation on the same Redis does not. Without Redis the counts are in memory and need no prefix; with
+ * it, a replica that cannot tell which installation it belongs to (no migrations yet, the database down) must
+ * not start counting under a name its siblings do not use.
+ */
+async function rateLimitKeyPrefix(database: DatabaseHandle, redis: Redis | undefined): Promise<string> {
+  if (!redis) return 'plinth:rl';
+  const installationId = await readInstallationId(database);
+  if (!installationId) {
+    throw new Error('cannot read the installation id from the database: run `plinth migrate` before serving');
+  }
+  return `plinth:${installationId}:rl`;
 }
 
 /** Fastify's types lack the hop-count form of `trustProxy`; a hop count trusts the nearest `n` proxies. */

@@ -3,6 +3,8 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { isAbsolute, join, resolve } from 'node:path';
 import { parseEnv } from 'node:util';
 import { z } from 'zod';
+import { parseRange } from './core/ip-ranges.ts';
+import { loadRateLimits, type RateLimitTable } from './modules/ratelimit/limits.ts';
 
 /**
  * Plinth's configuration: every setting comes from environment variables (or an optional `.env` file in the
@@ -22,6 +24,68 @@ export type DatabaseConfig =
 /** `TRUST_PROXY`: whether and which proxies' `X-Forwarded-*` headers are believed (Fastify's `trustProxy`). */
 export type TrustProxy = boolean | number | string[];
 
+/** Bounds on what one request may make the server read and parse; each violation is a 4xx problem. */
+export interface RequestLimitsConfig {
+  /** Largest accepted request body on `auth` and `exempt` routes, in bytes. */
+  readonly authBodyLimitBytes: number;
+  /** Deepest nesting of arrays and objects in a JSON body (`[[1]]` is 2 deep). */
+  readonly jsonMaxDepth: number;
+  /** Most elements in any one array of a JSON body. */
+  readonly jsonMaxArrayLength: number;
+  /** Most members (keys) in any one object of a JSON body. */
+  readonly jsonMaxObjectKeys: number;
+  /** Longest accepted request target (path and query string), in characters. */
+  readonly maxUrlLength: number;
+  /** Most `name=value` pairs in a query string. */
+  readonly maxQueryParameters: number;
+  /** Largest request head (request line and headers) Node's HTTP parser accepts, in bytes. */
+  readonly maxHeaderBytes: number;
+  /** Bounds on a `multipart/form-data` upload, on the routes that accept one (see core/uploads.ts). */
+  readonly uploads: {
+    /** Largest file, in bytes. */
+    readonly maxFileBytes: number;
+    /** Most files in one request. */
+    readonly maxFiles: number;
+    /** Most non-file fields in one request. */
+    readonly maxFields: number;
+  };
+}
+
+/**
+ * How long the HTTP server waits for a slow client, in milliseconds. Each bounds a different phase, so that a
+ * client cannot hold a connection (and its memory) open by sending or reading slowly.
+ */
+export interface TimeoutsConfig {
+  /**
+   * From a connection's opening (or a keep-alive request's first byte) until the request's headers are complete
+   * (Node's `headersTimeout`); this is also what closes a connection on which the client never says anything.
+   */
+  readonly headersMs: number;
+  /** From a request's first byte until it is received whole, body included (Node's `requestTimeout`). */
+  readonly requestMs: number;
+  /** How long an idle keep-alive connection stays open after a response (Node's `keepAliveTimeout`). */
+  readonly keepAliveMs: number;
+  /**
+   * How long a connection may see no traffic at all, in either direction, while a request is handled or its
+   * response written (Fastify's `connectionTimeout`: the socket's inactivity timeout).
+   */
+  readonly connectionMs: number;
+}
+
+/** When the replica refuses new requests (503) instead of queueing them; a threshold of 0 is off. */
+export interface LoadSheddingConfig {
+  /** Mean event-loop delay over one sample, in milliseconds. */
+  readonly maxEventLoopDelayMs: number;
+  /** V8 heap in use, in bytes. */
+  readonly maxHeapUsedBytes: number;
+  /** Resident set size of the process, in bytes. */
+  readonly maxRssBytes: number;
+  /** How often the measures are sampled, in milliseconds. */
+  readonly sampleIntervalMs: number;
+  /** The `Retry-After` of a refused request, in seconds. */
+  readonly retryAfterSeconds: number;
+}
+
 export interface Config {
   readonly env: 'development' | 'production' | 'test';
   readonly host: string;
@@ -34,8 +98,9 @@ export interface Config {
   readonly log: { readonly level: LogLevel; readonly pretty: boolean };
   /** Allowed CORS origins; empty means CORS is off. */
   readonly corsOrigins: readonly string[];
-  /** Largest accepted request body, in bytes. */
+  /** Largest accepted request body, in bytes, on `standard` and `expensive` routes. */
   readonly bodyLimitBytes: number;
+  readonly requestLimits: RequestLimitsConfig;
   readonly trustProxy: TrustProxy;
   /** Secret for signing session tokens (HS256); at least 32 bytes. */
   readonly jwtSecret: string;
@@ -50,6 +115,16 @@ export interface Config {
   readonly auth: AuthConfig;
   readonly mail: MailConfig;
   readonly orgs: OrgsConfig;
+  readonly timeouts: TimeoutsConfig;
+  readonly loadShedding: LoadSheddingConfig;
+  readonly rateLimits: RateLimitsConfig;
+}
+
+export interface RateLimitsConfig {
+  /** Whether requests are rate-limited at all (off only when a gateway in front does it). */
+  readonly enabled: boolean;
+  /** The limits: the defaults with `RATE_LIMITS_FILE` merged over them. */
+  readonly table: RateLimitTable;
 }
 
 export interface OrgsConfig {
@@ -89,6 +164,11 @@ export interface AuthConfig {
   readonly lockoutThreshold: number;
   readonly lockoutBaseSeconds: number;
   readonly lockoutMaxSeconds: number;
+  /**
+   * The IP addresses and CIDR ranges superadmin routes (`/api/v1/admin/…`) accept requests from; empty means
+   * anywhere. Matched against the client address as `TRUST_PROXY` determines it.
+   */
+  readonly superadminAllowedIps: readonly string[];
   /** Bootstrap admin created at start in embedded mode when no admin exists. */
   readonly bootstrapAdmin: { readonly email: string; readonly password: string } | undefined;
 }
@@ -145,6 +225,33 @@ const corsOrigins = z
     return origins;
   });
 
+const ipAllowlist = z
+  .string()
+  .default('')
+  .transform((value, ctx) => {
+    const entries = value
+      .split(',')
+      .map((entry) => entry.trim())
+      .filter(Boolean);
+    for (const entry of entries) {
+      if (!parseRange(entry))
+        ctx.addIssue({ code: 'custom', message: `"${entry}" is not an IP address or CIDR range` });
+    }
+    return entries;
+  });
+
+const MIB = 1024 * 1024;
+
+/** The server timeouts' defaults, in milliseconds (docs/configuration.md explains each). */
+const DEFAULT_TIMEOUTS_MS = {
+  HEADERS_TIMEOUT_MS: 10_000,
+  REQUEST_TIMEOUT_MS: 30_000,
+  // Longer than a load balancer's usual 60 s idle timeout, so that the balancer, not Plinth, closes an idle
+  // connection: otherwise it may send a request on a connection Plinth is closing, and answer it with a 502.
+  KEEP_ALIVE_TIMEOUT_MS: 72_000,
+  CONNECTION_TIMEOUT_MS: 60_000,
+} as const;
+
 const trustProxy = z
   .string()
   .default('false')
@@ -175,6 +282,16 @@ const EnvSchema = z.object({
   LOG_FORMAT: z.enum(['json', 'pretty']).optional(),
   CORS_ORIGINS: corsOrigins,
   BODY_LIMIT_BYTES: integer(1, 1024 * 1024 * 1024).default(1024 * 1024),
+  AUTH_BODY_LIMIT_BYTES: integer(1024, 1024 * 1024).default(16 * 1024),
+  JSON_MAX_DEPTH: integer(1, 1000).default(32),
+  JSON_MAX_ARRAY_LENGTH: integer(1, 10_000_000).default(10_000),
+  JSON_MAX_OBJECT_KEYS: integer(1, 1_000_000).default(1000),
+  MAX_URL_LENGTH: integer(256, 1024 * 1024).default(8192),
+  MAX_QUERY_PARAMETERS: integer(1, 100_000).default(100),
+  MAX_HEADER_BYTES: integer(1024, 1024 * 1024).default(16 * 1024),
+  UPLOAD_MAX_FILE_BYTES: integer(1, 1024 * 1024 * 1024 * 100).default(10 * 1024 * 1024),
+  UPLOAD_MAX_FILES: integer(1, 1000).default(10),
+  UPLOAD_MAX_FIELDS: integer(0, 1000).default(20),
   TRUST_PROXY: trustProxy,
   JWT_SECRET: z.string().min(32, { error: 'must be at least 32 characters' }).optional(),
   METRICS_TOKEN: z.string().min(16, { error: 'must be at least 16 characters' }).optional(),
@@ -206,6 +323,7 @@ const EnvSchema = z.object({
   LOCKOUT_THRESHOLD: integer(1, 100).default(5),
   LOCKOUT_BASE_SECONDS: integer(1, 3600).default(60),
   LOCKOUT_MAX_SECONDS: integer(1, 86_400).default(900),
+  SUPERADMIN_ALLOWED_IPS: ipAllowlist,
   PLINTH_ADMIN_EMAIL: z.email({ error: 'must be an email address' }).optional(),
   PLINTH_ADMIN_PASSWORD: z.string().optional(),
   SMTP_URL: z
@@ -225,6 +343,19 @@ const EnvSchema = z.object({
   INVITATION_TTL_SECONDS: integer(300, 90 * 86_400).default(7 * 86_400),
   ACCESS_CACHE_TTL_SECONDS: integer(0, 3600).default(60),
   API_KEY_ROTATION_GRACE_SECONDS: integer(0, 30 * 86_400).default(86_400),
+  HEADERS_TIMEOUT_MS: integer(100, 600_000).default(DEFAULT_TIMEOUTS_MS.HEADERS_TIMEOUT_MS),
+  REQUEST_TIMEOUT_MS: integer(100, 3_600_000).default(DEFAULT_TIMEOUTS_MS.REQUEST_TIMEOUT_MS),
+  KEEP_ALIVE_TIMEOUT_MS: integer(100, 600_000).default(DEFAULT_TIMEOUTS_MS.KEEP_ALIVE_TIMEOUT_MS),
+  CONNECTION_TIMEOUT_MS: integer(100, 3_600_000).default(DEFAULT_TIMEOUTS_MS.CONNECTION_TIMEOUT_MS),
+  LOAD_SHED_MAX_EVENT_LOOP_DELAY_MS: integer(0, 60_000).default(1000),
+  LOAD_SHED_MAX_HEAP_USED_MIB: integer(0, 1024 * 1024).default(0),
+  LOAD_SHED_MAX_RSS_MIB: integer(0, 1024 * 1024).default(0),
+  // Well above the 10 ms ticks the event-loop delay is measured with: a sample with no tick in it reads as an
+  // infinite delay.
+  LOAD_SHED_SAMPLE_INTERVAL_MS: integer(100, 60_000).default(1000),
+  LOAD_SHED_RETRY_AFTER_SECONDS: integer(1, 3600).default(10),
+  RATE_LIMITS_ENABLED: booleanString.default(true),
+  RATE_LIMITS_FILE: z.string().optional(),
 });
 
 /**
@@ -244,6 +375,17 @@ function crossVariableProblems(env: Record<string, string>): string[] {
   }
   if ((env.PLINTH_ADMIN_EMAIL === undefined) !== (env.PLINTH_ADMIN_PASSWORD === undefined)) {
     problems.push('PLINTH_ADMIN_PASSWORD: PLINTH_ADMIN_EMAIL and PLINTH_ADMIN_PASSWORD go together');
+  }
+  // Each compared only when both values are whole numbers; a malformed one is reported on its own.
+  const ms = (name: keyof typeof DEFAULT_TIMEOUTS_MS) => {
+    const value = env[name] ?? String(DEFAULT_TIMEOUTS_MS[name]);
+    return /^\d+$/.test(value) ? Number(value) : undefined;
+  };
+  const headers = ms('HEADERS_TIMEOUT_MS');
+  const request = ms('REQUEST_TIMEOUT_MS');
+  if (headers !== undefined && request !== undefined && headers > request) {
+    // Node refuses this combination: the headers are part of the request.
+    problems.push('HEADERS_TIMEOUT_MS: must not be longer than REQUEST_TIMEOUT_MS');
   }
   return problems;
 }
@@ -269,6 +411,7 @@ export function loadConfig(env: Record<string, string | undefined> = processEnvW
     throw new ConfigError(`Invalid configuration:\n${problems.map((p) => `  ${p}`).join('\n')}`);
   }
   const e = parsed.data;
+  const rateLimitTable = rateLimitsFrom(e.RATE_LIMITS_FILE, e.ORG_PLANS);
   const dataDir = resolve(e.DATA_DIR);
   const database = parseDatabaseUrl(
     e.DATABASE_URL ?? join(e.DATA_DIR, 'plinth.db'),
@@ -299,6 +442,20 @@ export function loadConfig(env: Record<string, string | undefined> = processEnvW
     },
     corsOrigins: e.CORS_ORIGINS,
     bodyLimitBytes: e.BODY_LIMIT_BYTES,
+    requestLimits: {
+      authBodyLimitBytes: e.AUTH_BODY_LIMIT_BYTES,
+      jsonMaxDepth: e.JSON_MAX_DEPTH,
+      jsonMaxArrayLength: e.JSON_MAX_ARRAY_LENGTH,
+      jsonMaxObjectKeys: e.JSON_MAX_OBJECT_KEYS,
+      maxUrlLength: e.MAX_URL_LENGTH,
+      maxQueryParameters: e.MAX_QUERY_PARAMETERS,
+      maxHeaderBytes: e.MAX_HEADER_BYTES,
+      uploads: {
+        maxFileBytes: e.UPLOAD_MAX_FILE_BYTES,
+        maxFiles: e.UPLOAD_MAX_FILES,
+        maxFields: e.UPLOAD_MAX_FIELDS,
+      },
+    },
     trustProxy: e.TRUST_PROXY,
     jwtSecret,
     metricsToken: e.METRICS_TOKEN,
@@ -327,6 +484,7 @@ export function loadConfig(env: Record<string, string | undefined> = processEnvW
       lockoutThreshold: e.LOCKOUT_THRESHOLD,
       lockoutBaseSeconds: e.LOCKOUT_BASE_SECONDS,
       lockoutMaxSeconds: e.LOCKOUT_MAX_SECONDS,
+      superadminAllowedIps: e.SUPERADMIN_ALLOWED_IPS,
       bootstrapAdmin:
         e.PLINTH_ADMIN_EMAIL && e.PLINTH_ADMIN_PASSWORD
           ? { email: e.PLINTH_ADMIN_EMAIL, password: e.PLINTH_ADMIN_PASSWORD }
@@ -339,7 +497,30 @@ export function loadConfig(env: Record<string, string | undefined> = processEnvW
       accessCacheTtlSeconds: e.ACCESS_CACHE_TTL_SECONDS,
       apiKeyRotationGraceSeconds: e.API_KEY_ROTATION_GRACE_SECONDS,
     },
+    timeouts: {
+      headersMs: e.HEADERS_TIMEOUT_MS,
+      requestMs: e.REQUEST_TIMEOUT_MS,
+      keepAliveMs: e.KEEP_ALIVE_TIMEOUT_MS,
+      connectionMs: e.CONNECTION_TIMEOUT_MS,
+    },
+    loadShedding: {
+      maxEventLoopDelayMs: e.LOAD_SHED_MAX_EVENT_LOOP_DELAY_MS,
+      maxHeapUsedBytes: e.LOAD_SHED_MAX_HEAP_USED_MIB * MIB,
+      maxRssBytes: e.LOAD_SHED_MAX_RSS_MIB * MIB,
+      sampleIntervalMs: e.LOAD_SHED_SAMPLE_INTERVAL_MS,
+      retryAfterSeconds: e.LOAD_SHED_RETRY_AFTER_SECONDS,
+    },
+    rateLimits: { enabled: e.RATE_LIMITS_ENABLED, table: rateLimitTable },
   });
+}
+
+/** The rate-limit table, or a ConfigError naming the file's bad entry. */
+function rateLimitsFrom(file: string | undefined, plans: readonly string[]): RateLimitTable {
+  try {
+    return loadRateLimits(file, plans);
+  } catch (error) {
+    throw new ConfigError(`Invalid configuration:\n  RATE_LIMITS_FILE: ${(error as Error).message}`);
+  }
 }
 
 /** `postgres://…` selects PostgreSQL; `sqlite:<path>` or a plain file path selects SQLite. */

@@ -24,4 +24,6 @@ export const authErrors = defineErrors({
   SESSION_NOT_FOUND: { status: 404, title: 'No such session.' },
   USER_NOT_FOUND: { status: 404, title: 'No such user.' },
   FORBIDDEN: { status: 403, title: 'You may not do this.' },
+  /** A superadmin route called from outside `SUPERADMIN_ALLOWED_IPS`, refused before authentication. */
+  SUPERADMIN_IP_NOT_ALLOWED: { status: 403, title: 'Operator actions are not allowed from this address.' },
 });

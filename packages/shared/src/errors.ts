@@ -32,17 +32,24 @@ export const coreErrors = defineErrors({
   INVALID_JSON: { status: 400, title: 'The request body is not valid JSON.' },
   VALIDATION_FAILED: { status: 400, title: 'The request does not match the expected schema.' },
   INVALID_CURSOR: { status: 400, title: 'The pagination cursor is invalid for this list.' },
+  /** A JSON body over the request limits: nested too deeply, or an array or object with too many entries. */
+  JSON_TOO_COMPLEX: { status: 400, title: 'The request body is nested too deeply or has too many entries.' },
+  TOO_MANY_QUERY_PARAMETERS: { status: 400, title: 'The query string has too many parameters.' },
   /**
    * A client error with no more specific code, e.g. from a Fastify plugin; the response's `status` is the one
-   * the refusing component chose (403, 405, 414, 429, …).
+   * the refusing component chose (403, 405, 408, 429, …).
    */
   REQUEST_REFUSED: { status: 400, title: 'The request was refused.' },
   UNAUTHENTICATED: { status: 401, title: 'Authentication is required.' },
   NOT_FOUND: { status: 404, title: 'Nothing exists at this address.' },
   PAYLOAD_TOO_LARGE: { status: 413, title: 'The request body is too large.' },
+  URI_TOO_LONG: { status: 414, title: 'The request URL is too long.' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'The request body has an unsupported content type.' },
+  HEADERS_TOO_LARGE: { status: 431, title: 'The request headers are too large.' },
   INTERNAL_ERROR: { status: 500, title: 'An unexpected error occurred.' },
   SERVICE_UNAVAILABLE: { status: 503, title: 'The service is temporarily unavailable.' },
+  /** Load shedding: this replica refuses new requests until its event loop or memory recovers (`Retry-After`). */
+  SERVER_OVERLOADED: { status: 503, title: 'The server is overloaded; retry later.' },
 });
 
 /** The `type` URI of a problem document for a given error code (RFC 9457 §3.1.1). */

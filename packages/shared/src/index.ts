@@ -6,3 +6,4 @@ export * from './org-errors.ts';
 export * from './orgs.ts';
 export * from './pagination.ts';
 export * from './problem.ts';
+export * from './ratelimit.ts';

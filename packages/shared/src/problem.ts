@@ -20,6 +20,9 @@ export const Problem = z
       .string()
       .optional()
       .meta({ description: 'On a 403 for a missing permission: the permission the caller lacks.' }),
+    bucket: z.string().optional().meta({
+      description: 'On a 429: the rate-limit bucket that refused the request (see RateLimitBucket).',
+    }),
   })
   .meta({ id: 'Problem', description: 'An RFC 9457 problem document.' });
 export type Problem = z.infer<typeof Problem>;

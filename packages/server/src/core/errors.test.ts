@@ -443,7 +443,7 @@ describe('router errors (frameworkErrorHandler)', () => {
 
   it('answers an over-long path parameter with 414 without echoing it', async () => {
     const response = await app.inject({ method: 'GET', url: `/gadgets/${'g'.repeat(500)}` });
-    const problem = expectProblem(response, 414, 'REQUEST_REFUSED');
+    const problem = expectProblem(response, 414, 'URI_TOO_LONG');
     expect(problem.requestId).toMatch(GENERATED_ID);
     expect(response.body).not.toContain('ggggg');
   });

@@ -1,7 +1,10 @@
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
 import { coreErrors, type ErrorDefinition, type Problem, problemType } from '@plinth/shared';
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
+import { newId } from './ids.ts';
 
 /** A field-level problem: where in the request (`body.email`) and what is wrong. */
 export interface FieldError {
@@ -47,7 +50,7 @@ export class AppError extends Error {
 }
 
 /** The extension members a problem document may carry, as declared in the shared `Problem` schema. */
-export type ProblemExtensions = Partial<Pick<Problem, 'permission'>>;
+export type ProblemExtensions = Partial<Pick<Problem, 'permission' | 'bucket'>>;
 
 /** Fastify's own client errors, mapped onto Plinth's catalogue by their code. */
 const fastifyCodes: Record<string, ErrorDefinition> = {
@@ -64,7 +67,7 @@ const fastifyCodes: Record<string, ErrorDefinition> = {
 const routerErrors: Record<string, { definition: ErrorDefinition; detail: string }> = {
   FST_ERR_BAD_URL: { definition: coreErrors.BAD_REQUEST, detail: 'The URL is not validly percent-encoded.' },
   FST_ERR_MAX_PARAM_LENGTH: {
-    definition: { ...coreErrors.REQUEST_REFUSED, status: 414 },
+    definition: coreErrors.URI_TOO_LONG,
     detail: 'A path segment of the URL is too long.',
   },
 };
@@ -80,8 +83,12 @@ function clientErrorDefinition(status: number): ErrorDefinition {
       return coreErrors.NOT_FOUND;
     case 413:
       return coreErrors.PAYLOAD_TOO_LARGE;
+    case 414:
+      return coreErrors.URI_TOO_LONG;
     case 415:
       return coreErrors.UNSUPPORTED_MEDIA_TYPE;
+    case 431:
+      return coreErrors.HEADERS_TOO_LARGE;
     default:
       // The status is the component's decision (a 429 must stay a 429 so clients back off); keep it.
       return { ...coreErrors.REQUEST_REFUSED, status };
@@ -183,3 +190,52 @@ export function frameworkErrorHandler(
 
 /** Renders every error (thrown, validation, unknown route) as RFC 9457 problem+json with the request id. */
 export const errorHandlingPlugin = fp(errorHandling, { name: 'plinth-errors' });
+
+/** What Node's HTTP parser reports for requests it cannot hand to Fastify, as the client is told. */
+function connectionErrorOf(code: string): { definition: ErrorDefinition; detail: string } {
+  switch (code) {
+    case 'HPE_HEADER_OVERFLOW':
+      return {
+        definition: coreErrors.HEADERS_TOO_LARGE,
+        detail: 'The request line and headers together are larger than the server accepts.',
+      };
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+      return {
+        definition: { ...coreErrors.REQUEST_REFUSED, status: 408 },
+        detail: 'The request was not received in time.',
+      };
+    default:
+      return { definition: coreErrors.BAD_REQUEST, detail: 'The request is not valid HTTP.' };
+  }
+}
+
+/**
+ * Fastify's `clientErrorHandler`: answers the requests Node's HTTP parser refuses before Fastify sees them
+ * (headers over `MAX_HEADER_BYTES`, malformed HTTP, a request not received in time) with a problem document
+ * like every other error, instead of Fastify's plain JSON, then closes the connection: after a parse error the
+ * rest of the stream cannot be trusted. No request exists yet, so the request id is a fresh one.
+ */
+export function clientErrorHandler(
+  this: { log: FastifyBaseLogger },
+  error: Error & { code?: string },
+  socket: Socket,
+): void {
+  // A reset connection is gone; there is nobody to answer.
+  if (error.code === 'ECONNRESET' || socket.destroyed) return;
+  const { definition, detail } = connectionErrorOf(error.code ?? '');
+  const requestId = newId();
+  this.log.debug({ requestId, code: error.code }, 'request refused by the HTTP parser');
+  if (socket.writable) {
+    const body = JSON.stringify(problemOf(new AppError(definition, { detail }), requestId));
+    socket.write(
+      `HTTP/1.1 ${definition.status} ${STATUS_CODES[definition.status] ?? 'Client Error'}\r\n` +
+        'Content-Type: application/problem+json; charset=utf-8\r\n' +
+        `Content-Length: ${Buffer.byteLength(body)}\r\n` +
+        `X-Request-Id: ${requestId}\r\n` +
+        'X-Content-Type-Options: nosniff\r\n' +
+        'Connection: close\r\n\r\n' +
+        body,
+    );
+  }
+  socket.destroy();
+}

@@ -59,6 +59,40 @@ describe.each(testDialects)('security headers (%s)', (dialect) => {
     expect(response.headers['referrer-policy']).toBe('no-referrer');
   });
 
+  // The OWASP Secure Headers Project's list, as it applies to an API (HSTS, over TLS only, is tested below).
+  it.each([
+    ['a successful API response', 'GET', '/api/v1/widgets'],
+    ['a health response', 'GET', '/health/live'],
+    ['an unknown route', 'GET', '/api/v1/missing'],
+  ] as const)('sends the OWASP-recommended isolation headers on %s', async (_what, method, url) => {
+    const response = await app.inject({ method, url });
+    expect(response.headers['cross-origin-opener-policy']).toBe('same-origin');
+    expect(response.headers['cross-origin-resource-policy']).toBe('same-origin');
+    expect(response.headers['cross-origin-embedder-policy']).toBe('require-corp');
+    expect(response.headers['x-permitted-cross-domain-policies']).toBe('none');
+    expect(response.headers['x-dns-prefetch-control']).toBe('off');
+    // The deprecated XSS auditor is switched off, as OWASP advises, rather than left to the browser.
+    expect(response.headers['x-xss-protection']).toBe('0');
+  });
+
+  it('denies every powerful browser feature with Permissions-Policy', async () => {
+    const response = await app.inject({ method: 'GET', url: '/api/v1/widgets' });
+    const policy = String(response.headers['permissions-policy']);
+    const features = policy.split(',').map((entry) => entry.trim());
+    const sensitive = ['camera', 'microphone', 'geolocation', 'payment', 'usb', 'sync-xhr', 'fullscreen'];
+    for (const feature of sensitive) expect(features).toContain(`${feature}=()`);
+    // Deny-all: no feature is allowed to any origin, not even this one.
+    expect(features.every((entry) => /^[a-z-]+=\(\)$/.test(entry))).toBe(true);
+  });
+
+  it('names neither the server software nor the framework', async () => {
+    for (const url of ['/api/v1/widgets', '/api/v1/missing', '/health/live']) {
+      const response = await app.inject({ method: 'GET', url });
+      expect(response.headers['x-powered-by']).toBeUndefined();
+      expect(response.headers.server).toBeUndefined();
+    }
+  });
+
   it('sends no HSTS over plain HTTP', async () => {
     const response = await app.inject({ method: 'GET', url: '/api/v1/widgets' });
     expect(response.headers['strict-transport-security']).toBeUndefined();

@@ -12,6 +12,7 @@ import { bearer, expectProblem, login, PASSWORD } from './auth-helpers.ts';
 import { testDialects } from './dialects.ts';
 import { buildTestApp } from './harness.ts';
 import { addMember, createApiKey, createOrg, invite, signedInUser, type TestUser } from './org-helpers.ts';
+import { registeredRoutes } from './route-table.ts';
 
 // The cross-tenant suite (issue 4): two organizations, A and B, each with a user of every built-in role and
 // an API key with narrow and one with broad scopes. The routes come from the OpenAPI document, so a route added
@@ -215,23 +216,6 @@ function urlOf(path: string, values: Record<string, string>, fallback?: () => st
     if (value === undefined) throw new Error(`no value for {${name}} in ${path}: add one to the fixture`);
     return encodeURIComponent(value);
   });
-}
-
-/** Every registered route (method and path, `:param` style), read from Fastify's own route table. */
-function registeredRoutes(app: PlinthApp): { method: string; path: string }[] {
-  const routes: { method: string; path: string }[] = [];
-  const prefixes: string[] = [];
-  // printRoutes draws a tree, four characters per level: "│   ├── /:userId (PATCH, DELETE)".
-  for (const line of app.printRoutes({ commonPrefix: false }).split('\n')) {
-    const match = /^((?:│ {3}| {4})*)[├└]── (.*?)(?: \(([A-Z, ]+)\))?$/.exec(line);
-    if (!match) continue;
-    const depth = (match[1] ?? '').length / 4;
-    const path = (prefixes[depth - 1] ?? '') + (match[2] ?? '');
-    prefixes.length = depth;
-    prefixes[depth] = path;
-    for (const method of match[3]?.split(', ') ?? []) routes.push({ method, path });
-  }
-  return routes;
 }
 
 type Snapshot = Record<string, unknown[]>;

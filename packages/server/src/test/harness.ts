@@ -7,6 +7,7 @@ import { type AppOptions, buildApp, type PlinthApp } from '../app.ts';
 import { type Config, loadConfig } from '../config.ts';
 import type { Dialect } from '../db/database.ts';
 import { TEST_APP_ROLE, testPostgresUrl, testSchemaPrefix } from './dialects.ts';
+import { writeUnlimitedRateLimitsFile } from './rate-limits.ts';
 
 /** A database of its own for one test app: a temporary SQLite file, or a fresh PostgreSQL schema. */
 export interface TestDatabase {
@@ -50,7 +51,10 @@ async function withPgClient<T>(work: (client: pg.Client) => Promise<T>): Promise
   }
 }
 
-/** A test configuration: quiet logs, its own data directory and database, everything else at defaults. */
+/**
+ * A test configuration: quiet logs, its own data directory and database, rate limits no test reaches (unless
+ * `env` sets `RATE_LIMITS_FILE`; an empty value means the defaults), everything else at defaults.
+ */
 export function testConfig(database: TestDatabase, env: Record<string, string> = {}): Config {
   return loadConfig({
     NODE_ENV: 'test',
@@ -59,8 +63,30 @@ export function testConfig(database: TestDatabase, env: Record<string, string> =
     DATABASE_URL: database.url,
     AUTO_MIGRATE: 'true',
     JWT_SECRET: randomBytes(32).toString('base64url'),
+    ...('RATE_LIMITS_FILE' in env
+      ? {}
+      : { RATE_LIMITS_FILE: writeUnlimitedRateLimitsFile(database.dataDir, planNames(env.ORG_PLANS)) }),
     ...env,
   });
+}
+
+/** The plans of `ORG_PLANS` as the server reads them (the built-in four when unset). */
+function planNames(orgPlans: string | undefined): string[] {
+  return (orgPlans || 'free,basic,premium,enterprise')
+    .split(',')
+    .map((p) => p.trim())
+    .filter(Boolean);
+}
+
+/**
+ * The secrets every replica of one installation must share (`JWT_SECRET`, `ENCRYPTION_KEY`), freshly made: give
+ * the same object to each app of a multi-replica test.
+ */
+export function installationSecrets(): { JWT_SECRET: string; ENCRYPTION_KEY: string } {
+  return {
+    JWT_SECRET: randomBytes(32).toString('base64url'),
+    ENCRYPTION_KEY: randomBytes(32).toString('base64'),
+  };
 }
 
 export interface TestAppOptions extends AppOptions {

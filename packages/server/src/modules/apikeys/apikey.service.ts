@@ -3,12 +3,12 @@ import type { Selectable, Transaction } from 'kysely';
 import type { Clock } from '../../core/clock.ts';
 import { AppError } from '../../core/errors.ts';
 import { newId } from '../../core/ids.ts';
+import { parseRange } from '../../core/ip-ranges.ts';
 import { type ListSpec, type NoFilters, paginate } from '../../core/pagination.ts';
 import type { DatabaseHandle } from '../../db/database.ts';
 import type { ApiKeysTable, Database } from '../../db/schema.ts';
 import type { AccessRegistry, OrgAccess } from '../rbac/index.ts';
 import type { ApiKeyStore } from './apikey.store.ts';
-import { parseRange } from './apikey.store.ts';
 import { formatKey, keyPrefix, newSecret } from './key-format.ts';
 
 /** What the API-key services need. */

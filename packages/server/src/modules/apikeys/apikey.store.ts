@@ -1,11 +1,11 @@
 import { apiKeyErrors } from '@plinth/shared';
 import type { FastifyBaseLogger } from 'fastify';
-import ipaddr from 'ipaddr.js';
 import { LRUCache } from 'lru-cache';
 import type { Broadcast } from '../../core/broadcast.ts';
 import type { Clock } from '../../core/clock.ts';
 import { deriveKey, safeEqual } from '../../core/crypto.ts';
 import { AppError } from '../../core/errors.ts';
+import { allowedFrom, type IpRange, parseRange } from '../../core/ip-ranges.ts';
 import type { DatabaseHandle } from '../../db/database.ts';
 import type { ApiKeyPrincipal } from '../auth/index.ts';
 import { hashSecret, parseKey } from './key-format.ts';
@@ -20,7 +20,7 @@ interface CachedKey {
   expiresAt: number | null;
   revoked: boolean;
   scopes: ReadonlySet<string>;
-  allowedRanges: [ipaddr.IPv4 | ipaddr.IPv6, number][] | null;
+  allowedRanges: IpRange[] | null;
 }
 
 const UNKNOWN = 'unknown' as const;
@@ -29,25 +29,6 @@ const CHANNEL = 'plinth:apikeys:changed';
 const CACHE_MAX_ENTRIES = 50_000;
 /** How often counted uses are written to the database, in ms. */
 const USAGE_FLUSH_INTERVAL_MS = 5_000;
-
-/** An IP address or CIDR range as ipaddr.js matches it; undefined when `entry` is neither. */
-export function parseRange(entry: string): [ipaddr.IPv4 | ipaddr.IPv6, number] | undefined {
-  try {
-    if (entry.includes('/')) return ipaddr.parseCIDR(entry);
-    const address = ipaddr.parse(entry);
-    return [address, address.kind() === 'ipv4' ? 32 : 128];
-  } catch {
-    return undefined;
-  }
-}
-
-function allowedFrom(ranges: CachedKey['allowedRanges'], ip: string): boolean {
-  if (!ranges) return true;
-  if (!ipaddr.isValid(ip)) return false;
-  // An IPv4 client on a dual-stack socket appears as ::ffff:a.b.c.d; compare it as the IPv4 address it is.
-  const address = ipaddr.process(ip);
-  return ranges.some(([range, bits]) => range.kind() === address.kind() && address.match(range, bits));
-}
 
 export interface ApiKeyStore {
   /** Verifies a presented key from `ip`: the principal it authenticates, or a 401/403 AppError. */

@@ -4,6 +4,7 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { AppError } from '../../core/errors.ts';
 import { idParam } from '../../core/ids.ts';
+import { allowedFrom, type IpRange, parseRange } from '../../core/ip-ranges.ts';
 import { problemResponses } from '../../core/responses.ts';
 import { getUser } from './account.service.ts';
 import { userOf } from './authenticate.ts';
@@ -16,11 +17,28 @@ const UserParams = z.object({ userId: idParam('Not a user id.') });
 const NoContent = { 204: z.undefined().meta({ description: 'Done.' }) };
 
 /**
- * The hooks of every superadmin route (`/api/v1/admin/…`): a signed-in person (checked on request, before the
- * body is even parsed) whose account is an installation operator's (checked before the handler). Each use of
- * these powers is logged with the operator and the route.
+ * The hooks of every superadmin route (`/api/v1/admin/…`): a request from an address in
+ * `SUPERADMIN_ALLOWED_IPS` (when set), by a signed-in person (checked on request, before the body is even
+ * parsed) whose account is an installation operator's (checked before the handler). Each use of these powers is
+ * logged with the operator and the route.
  */
 export function superadminOnly(app: FastifyInstance, deps: AuthDeps): void {
+  const allowed = deps.config.auth.superadminAllowedIps;
+  // Validated by loadConfig, so every entry parses; parsed once here rather than on every request.
+  const ranges =
+    allowed.length === 0 ? null : allowed.map((entry) => parseRange(entry)).filter((r): r is IpRange => !!r);
+  // First of all, so that from elsewhere even a stolen operator's token is worth nothing and costs no token
+  // check. `request.ip` is the socket's address unless TRUST_PROXY trusts it, so a client cannot get in by
+  // sending its own X-Forwarded-For.
+  app.addHook('onRequest', async (request) => {
+    if (!allowedFrom(ranges, request.ip)) {
+      request.log.warn(
+        { ip: request.ip, action: request.routeOptions.url },
+        'superadmin route refused by IP',
+      );
+      throw new AppError(authErrors.SUPERADMIN_IP_NOT_ALLOWED);
+    }
+  });
   app.addHook('onRequest', app.authenticate);
   app.addHook('preHandler', async (request) => {
     const caller = await getUser(deps, userOf(request).userId);

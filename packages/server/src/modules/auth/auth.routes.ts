@@ -53,6 +53,7 @@ export const authRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app,
   app.post(
     '/auth/signup',
     {
+      config: { routeClass: 'auth' },
       schema: {
         ...publicRoute,
         summary: 'Create an account',
@@ -75,6 +76,7 @@ export const authRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app,
   app.post(
     '/auth/login',
     {
+      config: { routeClass: 'auth', rateLimitAccountField: 'email' },
       schema: {
         ...publicRoute,
         summary: 'Sign in',
@@ -99,6 +101,7 @@ export const authRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app,
   app.post(
     '/auth/mfa/verify',
     {
+      config: { routeClass: 'auth' },
       schema: {
         ...publicRoute,
         tags: ['MFA'],
@@ -218,6 +221,7 @@ export const authRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app,
   app.post(
     '/auth/password/change',
     {
+      config: { routeClass: 'auth' },
       onRequest: app.authenticate,
       schema: {
         ...userRoute,
@@ -239,6 +243,7 @@ export const authRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app,
   app.post(
     '/auth/password/forgot',
     {
+      config: { routeClass: 'auth' },
       schema: {
         ...publicRoute,
         summary: 'Ask for a password-reset link',
@@ -258,6 +263,7 @@ export const authRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app,
   app.post(
     '/auth/password/reset',
     {
+      config: { routeClass: 'auth' },
       schema: {
         ...publicRoute,
         summary: 'Set a new password from a reset link',
@@ -277,6 +283,7 @@ export const authRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app,
   app.post(
     '/auth/email/verify',
     {
+      config: { routeClass: 'auth' },
       schema: {
         ...publicRoute,
         summary: 'Verify an email address',
@@ -295,6 +302,7 @@ export const authRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app,
   app.post(
     '/auth/email/resend',
     {
+      config: { routeClass: 'auth' },
       schema: {
         ...publicRoute,
         summary: 'Send a new verification link',

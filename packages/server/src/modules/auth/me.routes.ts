@@ -63,6 +63,7 @@ export const meRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app, {
   app.post(
     '/auth/mfa/totp/enroll',
     {
+      config: { routeClass: 'auth' },
       schema: {
         ...mfaRoute,
         summary: 'Start authenticator-app enrolment',
@@ -82,6 +83,7 @@ export const meRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app, {
   app.post(
     '/auth/mfa/totp/confirm',
     {
+      config: { routeClass: 'auth' },
       schema: {
         ...mfaRoute,
         summary: 'Turn on two-factor authentication',
@@ -100,6 +102,7 @@ export const meRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app, {
   app.post(
     '/auth/mfa/totp/disable',
     {
+      config: { routeClass: 'auth' },
       schema: {
         ...mfaRoute,
         summary: 'Turn off two-factor authentication',
@@ -121,6 +124,7 @@ export const meRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app, {
   app.post(
     '/auth/mfa/recovery-codes',
     {
+      config: { routeClass: 'auth' },
       schema: {
         ...mfaRoute,
         summary: 'Replace my recovery codes',

@@ -3,7 +3,8 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { jsonResponse, problemResponse, problemResponses } from '../../core/responses.ts';
 import { VERSION } from '../../core/version.ts';
-import type { DatabaseHandle, Dialect } from '../../db/database.ts';
+import type { Dialect } from '../../db/database.ts';
+import { readInstallationId } from '../../db/installation.ts';
 import type { CheckResult } from './health.ts';
 
 const CheckResultSchema = z.object({
@@ -35,15 +36,6 @@ const HealthReport = z
     checks: Checks,
   })
   .meta({ id: 'HealthReport' });
-
-async function installationId(database: DatabaseHandle): Promise<string | null> {
-  const row = await database.readDb
-    .selectFrom('installation')
-    .select('id')
-    .executeTakeFirst()
-    .catch(() => undefined);
-  return row?.id ?? null;
-}
 
 function overall(checks: Record<string, CheckResult>): 'ok' | 'degraded' | 'fail' {
   const statuses = Object.values(checks).map((c) => c.status);
@@ -132,7 +124,7 @@ export const healthRoutes: FastifyPluginAsyncZod<{ dialect: Dialect }> = async (
       return {
         status: overall(checks),
         version: VERSION,
-        installationId: database.status === 'fail' ? null : await installationId(app.database),
+        installationId: database.status === 'fail' ? null : await readInstallationId(app.database),
         uptimeSeconds: Math.round(process.uptime()),
         database: { dialect, status: database.status, latencyMs: database.latencyMs },
         memory: { rssBytes: memory.rss, heapUsedBytes: memory.heapUsed, heapTotalBytes: memory.heapTotal },

@@ -1,5 +1,4 @@
 import { readFileSync } from 'node:fs';
-import { createServer, type Server, type Socket, connect as tcpConnect } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { buildApp, type PlinthApp } from '../../app.ts';
 import { isId } from '../../core/ids.ts';
@@ -7,6 +6,7 @@ import { migrateToLatest } from '../../db/migrate.ts';
 import { migrations } from '../../db/migrations/index.ts';
 import { testDialects, testPostgresUrl, testRedisUrl } from '../../test/dialects.ts';
 import { buildTestApp, createTestDatabase, testConfig } from '../../test/harness.ts';
+import { TcpProxy } from '../../test/tcp-proxy.ts';
 
 const serverPackage = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
   version: string;
@@ -65,7 +65,8 @@ describe.each(testDialects)('health endpoints (%s)', (dialect) => {
     expect(res.statusCode).toBe(200);
     const body = res.json<ReadyBody>();
     expect(body.status).toBe('ok');
-    expect(Object.keys(body.checks).sort()).toEqual(['database', 'migrations']);
+    // `load` is the load-shedding check, on by default (an event-loop delay threshold).
+    expect(Object.keys(body.checks).sort()).toEqual(['database', 'load', 'migrations']);
     for (const check of Object.values(body.checks)) {
       expect(check.status).toBe('ok');
       expect(check.latencyMs).toBeGreaterThanOrEqual(0);
@@ -128,16 +129,18 @@ describe.each(testDialects)('health endpoints (%s)', (dialect) => {
     expect(isId(after.json<{ installationId: string }>().installationId)).toBe(true);
   });
 
-  it('is not ready while Redis is unreachable, naming redis and no connection details', async () => {
-    // Nothing listens on port 1 of the loopback interface, so every connection attempt is refused.
+  it('stays ready but reports redis as degraded while Redis is unreachable, naming no connection details', async () => {
+    // Nothing listens on port 1 of the loopback interface, so every connection attempt is refused. Everything
+    // kept in Redis has a per-replica fallback, so the replica keeps serving: it must not leave the load balancer.
     const app = track(await buildTestApp(dialect, { env: { REDIS_URL: 'redis://127.0.0.1:1' } }));
     const res = await app.inject({ method: 'GET', url: '/health/ready' });
-    expect(res.statusCode).toBe(503);
-    const problem = res.json<NotReadyBody>();
-    expect(problem.detail).toBe('Not ready: redis.');
-    expect(problem.checks.redis?.status).toBe('fail');
-    expect(problem.checks.database?.status).toBe('ok');
-    expect(res.body).not.toMatch(/ECONNREFUSED|127\.0\.0\.1|redis:\/\//);
+    expect(res.statusCode).toBe(200);
+    const body = res.json<ReadyBody>();
+    expect(body.checks.redis?.status).toBe('degraded');
+    expect(body.checks.database?.status).toBe('ok');
+    const report = await app.inject({ method: 'GET', url: '/health' });
+    expect(report.json()).toMatchObject({ status: 'degraded' });
+    expect(res.body + report.body).not.toMatch(/ECONNREFUSED|127\.0\.0\.1|redis:\/\//);
   });
 });
 
@@ -155,54 +158,6 @@ if (testRedisUrl) {
       expect(body.checks.database?.status).toBe('ok');
     });
   });
-}
-
-/**
- * A TCP proxy between the app and PostgreSQL that the test can cut and restore, as a network partition or a
- * database restart would. `stop` also destroys open connections, so pooled clients see their server go away.
- */
-class TcpProxy {
-  readonly #sockets = new Set<Socket>();
-  #server: Server | undefined;
-  readonly #targetHost: string;
-  readonly #targetPort: number;
-  /** The port it listens on; chosen by the system on the first start and kept on restarts. */
-  port = 0;
-
-  constructor(targetHost: string, targetPort: number) {
-    this.#targetHost = targetHost;
-    this.#targetPort = targetPort;
-  }
-
-  async start(): Promise<void> {
-    const server = createServer((client) => {
-      const upstream = tcpConnect(this.#targetPort, this.#targetHost);
-      for (const socket of [client, upstream]) {
-        this.#sockets.add(socket);
-        socket.on('close', () => this.#sockets.delete(socket));
-        socket.on('error', () => {
-          client.destroy();
-          upstream.destroy();
-        });
-      }
-      client.pipe(upstream);
-      upstream.pipe(client);
-    });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.port, '127.0.0.1', () => resolve());
-    });
-    const address = server.address();
-    if (address && typeof address === 'object') this.port = address.port;
-    this.#server = server;
-  }
-
-  async stop(): Promise<void> {
-    const server = this.#server;
-    this.#server = undefined;
-    for (const socket of this.#sockets) socket.destroy();
-    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
-  }
 }
 
 if (testPostgresUrl) {

@@ -1,5 +1,6 @@
 export { healthRoutes } from './health.routes.ts';
 export { type CheckStatus, healthChecks, type ReadinessCheck } from './health.ts';
+export { loadSheddingPlugin } from './load-shedding.ts';
 export { loggerOptions, RequestLogController } from './logger.ts';
 export { createMetrics, type Metrics, metrics } from './metrics.ts';
 

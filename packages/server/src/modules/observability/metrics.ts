@@ -14,6 +14,7 @@ export interface Metrics {
   readonly httpRequests: Counter<'method' | 'route' | 'status'>;
   readonly httpDuration: Histogram<'method' | 'route' | 'status'>;
   readonly dbQueryDuration: Histogram<'dialect' | 'kind'>;
+  readonly rateLimitDecisions: Counter<'route_class' | 'outcome' | 'bucket'>;
 }
 
 /** The `route` label of requests that matched no route, so raw URLs never become label values. */
@@ -42,6 +43,13 @@ export function createMetrics(): Metrics {
       help: 'Database query duration, by dialect and statement kind (select, insert, update, delete, other).',
       labelNames: ['dialect', 'kind'],
       buckets: [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
+      registers: [registry],
+    }),
+    // Labelled by route class and bucket only — never by user, key or IP, whose number has no bound.
+    rateLimitDecisions: new Counter({
+      name: 'rate_limit_decisions_total',
+      help: 'Requests the rate limiter let through (outcome=allowed) or refused (outcome=limited, with the refusing bucket), by route class.',
+      labelNames: ['route_class', 'outcome', 'bucket'],
       registers: [registry],
     }),
   };

@@ -85,6 +85,7 @@ export const invitationRoutes: FastifyPluginAsyncZod<{ deps: OrgDeps }> = async 
   app.post(
     '/invitations/accept',
     {
+      config: { routeClass: 'auth' },
       // Signed in or not: an access token, when sent, must be valid, and makes the signed-in account the one
       // that joins; without one, the invitation creates the account.
       onRequest: async (request, reply) => {

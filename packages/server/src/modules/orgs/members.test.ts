@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp, type PlinthApp } from '../../app.ts';
 import { bearer, cleanupAfterEach, expectProblem } from '../../test/auth-helpers.ts';
 import { testDialects, testRedisUrl } from '../../test/dialects.ts';
-import { buildTestApp, createTestDatabase, testConfig } from '../../test/harness.ts';
+import { buildTestApp, createTestDatabase, installationSecrets, testConfig } from '../../test/harness.ts';
 import { createOrg, invite, signedInUser, type TestUser } from '../../test/org-helpers.ts';
 
 // Members and their roles: who may change whom (never beyond one's own permissions), the rule that an
@@ -394,8 +394,7 @@ if (testRedisUrl) {
       const env = {
         ...ENV,
         REDIS_URL: redisUrl,
-        JWT_SECRET: randomBytes(32).toString('base64url'),
-        ENCRYPTION_KEY: randomBytes(32).toString('base64'),
+        ...installationSecrets(),
       };
       const a = await buildApp(testConfig(database, env));
       cleanups.push(() => a.close());

@@ -167,6 +167,8 @@ export async function setPlan(deps: OrgDeps, orgId: string, plan: string): Promi
   if (!org) throw new AppError(orgErrors.ORG_NOT_FOUND);
   const updatedAt = deps.clock.now().toISOString();
   await repo.updateOrg(deps.database.db, orgId, { plan, updated_at: updatedAt });
+  // Every replica forgets the organization's cached plan, so its new limits apply from the next request.
+  await deps.access.orgChanged(orgId);
   deps.log.info({ orgId, plan }, 'organization plan changed');
   return toOrganization({ ...org, plan, updated_at: updatedAt });
 }
