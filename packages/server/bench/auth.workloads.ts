@@ -79,6 +79,8 @@ export const authWorkloads: Workload[] = [
     // the pool lives outside it.) There are as many tokens as connections, one per request in flight.
     name: 'plinth: POST /api/v1/auth/refresh (rotation)',
     server: 'plinth',
+    // Stopping a run drops the answers in flight, and the tokens they carried: the pool would run dry.
+    warmup: false,
     async prepare(server) {
       const credentials = await account(server);
       const pool: string[] = [];

@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -12,6 +12,8 @@ const serverRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
 /** A server process under load, and how to stop it. */
 export interface BenchServer {
   readonly url: string;
+  /** CPU time the server process has used so far (user + system), in microseconds. */
+  cpuMicros(): number;
   stop(): Promise<void>;
 }
 
@@ -42,6 +44,19 @@ async function waitUntilUp(url: string, child: ChildProcess): Promise<void> {
   throw new Error(`server at ${url} did not come up within 30 s`);
 }
 
+/**
+ * CPU time of a child process from /proc (Linux): fields 14 and 15 of `/proc/<pid>/stat`, user and system time,
+ * in clock ticks of 10 ms (USER_HZ is 100 on every Linux architecture Node supports).
+ */
+function cpuMicrosOf(child: ChildProcess): () => number {
+  return () => {
+    const stat = readFileSync(`/proc/${child.pid}/stat`, 'utf8');
+    // The command name (field 2) is in parentheses and may contain spaces; count fields after it.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * 10_000;
+  };
+}
+
 function stopper(child: ChildProcess, cleanup: () => void = () => {}): () => Promise<void> {
   return () =>
     new Promise((resolve) => {
@@ -65,7 +80,7 @@ export async function startBaseline(): Promise<BenchServer> {
   );
   const url = `http://127.0.0.1:${port}`;
   await waitUntilUp(`${url}/hello`, child);
-  return { url, stop: stopper(child) };
+  return { url, cpuMicros: cpuMicrosOf(child), stop: stopper(child) };
 }
 
 /**
@@ -93,7 +108,11 @@ export async function startPlinth(env: Record<string, string> = {}): Promise<Ben
   });
   const url = `http://127.0.0.1:${port}`;
   await waitUntilUp(`${url}/health/live`, child);
-  return { url, stop: stopper(child, () => rmSync(dataDir, { recursive: true, force: true })) };
+  return {
+    url,
+    cpuMicros: cpuMicrosOf(child),
+    stop: stopper(child, () => rmSync(dataDir, { recursive: true, force: true })),
+  };
 }
 
 /** Whether a Redis server answers at `url` (a TCP connection within a second). */

@@ -3,19 +3,27 @@ import type { BenchServer } from './servers.ts';
 
 /** Seconds each workload runs (`BENCH_DURATION`, default 10). */
 export const durationSeconds = Number(process.env.BENCH_DURATION ?? 10);
+/**
+ * Seconds each HTTP workload runs unmeasured first (`BENCH_WARMUP`, default 3), so that every row measures a
+ * warmed-up server — compiled code, filled caches — however many workloads it served before.
+ */
+export const warmupSeconds = Number(process.env.BENCH_WARMUP ?? 3);
 /** Concurrent connections of each HTTP workload (`BENCH_CONNECTIONS`, default 50). */
 export const connections = Number(process.env.BENCH_CONNECTIONS ?? 50);
 
 /**
  * The servers a workload can run against: the bare Fastify baseline; Plinth as an operator runs it (rate
- * limits on, in memory); the same with rate limiting switched off; and with its limits kept in Redis.
+ * limits on, in memory), shared by most workloads; and three fresh ones for the rate-limit comparison, which
+ * differ only in rate limiting — off, in memory, in Redis — so that none carries what earlier workloads wrote.
  */
-export type ServerName = 'baseline' | 'plinth' | 'plinth-limits-off' | 'plinth-redis';
+export type ServerName = 'baseline' | 'plinth' | 'limits-off' | 'limits-memory' | 'limits-redis';
 
 /** One load test: a name, the server it runs against, and the autocannon options that describe its requests. */
 export interface Workload {
   name: string;
   server: ServerName;
+  /** Whether it runs unmeasured first (default true); off for a workload whose requests use up its setup. */
+  warmup?: boolean;
   /** Builds the requests; may call the server first (sign up, sign in) to get what they need. */
   prepare(
     server: BenchServer,
@@ -34,6 +42,8 @@ export interface Figures {
   rate: number;
   p50Ms: number | undefined;
   p99Ms: number | undefined;
+  /** The server's CPU time per request, in microseconds: what a request costs, whatever else the machine does. */
+  cpuUsPerRequest?: number | undefined;
   non2xx: number;
   errors: number;
 }
