@@ -47,18 +47,18 @@ const LIMITER_MAX_COST = 0.05;
 
 /** What a comparison compares: throughput (higher is better) or the server's CPU time per request (lower is). */
 type Measure = 'throughput' | 'cpu';
-const valueOf = (row: Figures, measure: Measure) =>
+const measured = (row: Figures, measure: Measure) =>
   measure === 'throughput' ? row.rate : row.cpuUsPerRequest;
 
 /** A workload's figure: its row's, or the median of its rounds' (`<name> #1`, `#2`, …) when it ran in rounds. */
 function figureOf(rows: Figures[], name: string, measure: Measure): number | undefined {
   const single = rows.find((r) => r.name === name);
-  if (single) return valueOf(single, measure);
+  if (single) return measured(single, measure);
   const rounds = rows
     .filter((r) =>
       Array.from({ length: RATE_LIMIT_ROUNDS }, (_, i) => roundName(name, i + 1)).includes(r.name),
     )
-    .map((r) => valueOf(r, measure))
+    .map((r) => measured(r, measure))
     .filter((v): v is number => v !== undefined)
     .sort((x, y) => x - y);
   return rounds[Math.floor(rounds.length / 2)];

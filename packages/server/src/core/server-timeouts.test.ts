@@ -5,8 +5,8 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import type { PlinthApp } from '../app.ts';
-import { ConfigError, loadConfig } from '../config.ts';
-import { buildTestApp } from '../test/harness.ts';
+import { ConfigError } from '../config.ts';
+import { buildTestApp, configFromEnv } from '../test/harness.ts';
 
 // Short timeouts keep the test fast; the production defaults are tested separately below.
 const HEADERS_TIMEOUT_MS = 500;
@@ -213,14 +213,7 @@ describe('server timeout configuration', () => {
     }
   });
 
-  const load = (env: Record<string, string>) =>
-    loadConfig({
-      NODE_ENV: 'test',
-      // Given, so that loading the configuration writes no development secrets file.
-      JWT_SECRET: 's'.repeat(32),
-      ENCRYPTION_KEY: Buffer.alloc(32, 7).toString('base64'),
-      ...env,
-    });
+  const load = configFromEnv;
 
   it('refuses a headers timeout longer than the request timeout', () => {
     expect(() => load({ HEADERS_TIMEOUT_MS: '5000', REQUEST_TIMEOUT_MS: '4000' })).toThrow(

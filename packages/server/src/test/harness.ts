@@ -79,6 +79,19 @@ function planNames(orgPlans: string | undefined): string[] {
 }
 
 /**
+ * A configuration from `env` alone, as in a test of the variables themselves: both secrets are given, so that
+ * loading it writes no development secrets file.
+ */
+export function configFromEnv(env: Record<string, string>): Config {
+  return loadConfig({
+    NODE_ENV: 'test',
+    JWT_SECRET: 's'.repeat(32),
+    ENCRYPTION_KEY: Buffer.alloc(32, 7).toString('base64'),
+    ...env,
+  });
+}
+
+/**
  * The secrets every replica of one installation must share (`JWT_SECRET`, `ENCRYPTION_KEY`), freshly made: give
  * the same object to each app of a multi-replica test.
  */

@@ -3,9 +3,8 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
 import type { PlinthApp } from '../../app.ts';
-import { loadConfig } from '../../config.ts';
 import { testDialects } from '../../test/dialects.ts';
-import { buildTestApp } from '../../test/harness.ts';
+import { buildTestApp, configFromEnv } from '../../test/harness.ts';
 
 /** How many times the test route's handler ran. */
 let handled = 0;
@@ -148,14 +147,7 @@ describe('load shedding on event-loop delay', () => {
 });
 
 describe('LOAD_SHED_* variables', () => {
-  const load = (env: Record<string, string>) =>
-    loadConfig({
-      NODE_ENV: 'test',
-      // Given, so that loading the configuration writes no development secrets file.
-      JWT_SECRET: 's'.repeat(32),
-      ENCRYPTION_KEY: Buffer.alloc(32, 7).toString('base64'),
-      ...env,
-    });
+  const load = configFromEnv;
 
   it('sheds on a 1 s event-loop delay by default, with memory thresholds off', () => {
     expect(load({}).loadShedding).toEqual({
