@@ -497,6 +497,21 @@ if (testRedisUrl) {
       expect(answers.slice(6)).toEqual([429, 429, 429, 429]);
     });
 
+    it('hands a refused request back to the organization on Redis too, without blocking it on the replica', async () => {
+      const [a] = await twoReplicas(testRedisUrl as string, {
+        user: { points: 2, durationSeconds: 60 },
+        org: { default: { points: 2, durationSeconds: 60 }, free: { points: 2, durationSeconds: 60 } },
+      });
+      const owner = await signedInUser(a, 'owner@example.com');
+      // The owner spends their two requests: creating the organization, and the invitation (the org's first).
+      const org = await createOrg(a, owner.accessToken);
+      const member = await addMember(a, owner.accessToken, org.id, 'member@example.com', 'member');
+      // Refused by the owner's own limit: the organization's count reaches its limit, and is handed back.
+      expectLimited(await listMembers(a, org.id, owner.accessToken), 'user');
+      // So the organization still has one request left, which this replica must not refuse from memory.
+      expect(status(await listMembers(a, org.id, member.accessToken))).toBe(200);
+    });
+
     it('falls back to per-replica limits while Redis is unreachable, without a 5xx, and shares again once it is back', async () => {
       const proxy = new TcpProxy(redisUrl.hostname, Number(redisUrl.port || 6379));
       await proxy.start();
