@@ -23,6 +23,7 @@ import { readInstallationId } from './db/installation.ts';
 import { migrateToLatest, migrationStatus } from './db/migrate.ts';
 import { apiDocsPlugin } from './modules/apidocs/index.ts';
 import { apiKeysModule, apiKeyTags, createApiKeyStore } from './modules/apikeys/index.ts';
+import { auditLogModule, auditTags } from './modules/audit/index.ts';
 import {
   type AuthDeps,
   authModule,
@@ -44,6 +45,7 @@ import {
   RequestLogController,
 } from './modules/observability/index.ts';
 import { orgsModule, orgTags } from './modules/orgs/index.ts';
+import { createConsentPurposeRegistry, privacyModule, privacyTags } from './modules/privacy/index.ts';
 import {
   createCallerLookups,
   createRateLimiter,
@@ -236,7 +238,16 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
 
   // The docs plugin records only routes registered after it, so it comes before every route.
   await app.register(apiDocsPlugin, {
-    tags: [observabilityTag, ...authTags, ...orgTags, ...rbacTags, ...apiKeyTags, ...rateLimitTags],
+    tags: [
+      observabilityTag,
+      ...authTags,
+      ...orgTags,
+      ...rbacTags,
+      ...apiKeyTags,
+      ...auditTags,
+      ...rateLimitTags,
+      ...privacyTags,
+    ],
   });
   await app.register(metrics, { metrics: appMetrics, token: config.metricsToken });
   await app.register(healthRoutes, { dialect: database.dialect });
@@ -253,7 +264,11 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       rotationGraceSeconds: config.orgs.apiKeyRotationGraceSeconds,
     },
   });
+  await app.register(auditLogModule, { deps: { database, registry } });
   await app.register(rateLimitUsageModule, { deps: rateLimitDeps });
+  await app.register(privacyModule, {
+    deps: { database, clock, purposes: createConsentPurposeRegistry() },
+  });
   await app.register(
     async (api) => {
       for (const module of options.modules ?? []) await api.register(module);

@@ -1,11 +1,14 @@
+import { coreErrors } from '@plinth/shared';
 import { Command } from 'commander';
 import pino from 'pino';
 import { type Config, ConfigError, loadConfig } from './config.ts';
 import { systemClock } from './core/clock.ts';
 import { AppError } from './core/errors.ts';
+import { isId } from './core/ids.ts';
 import { VERSION } from './core/version.ts';
 import { openDatabase } from './db/database.ts';
 import { migrateToLatest, migrationStatus } from './db/migrate.ts';
+import { auditedOrganizations, verifyAuditChain } from './modules/audit/index.ts';
 import { createAdmin } from './modules/auth/index.ts';
 import { describeDatabase, startServer } from './server.ts';
 
@@ -73,6 +76,41 @@ program
         { email: options.email, password, name: options.name },
       );
       log(created ? `Created superadmin ${id}.` : `Account ${id} is now a superadmin.`);
+    });
+  });
+
+const audit = program.command('audit').description('Inspect the tamper-evident audit log.');
+audit
+  .command('verify')
+  .description(
+    "Recompute organizations' audit hash chains and print ok or the first broken event; exits 1 when any is broken.",
+  )
+  .option('--org <id>', 'verify only this organization (default: every organization with an audit log)')
+  .action(async (options: { org?: string }) => {
+    await withDatabase(async (database, log) => {
+      if (options.org !== undefined && !isId(options.org)) {
+        throw new AppError(coreErrors.VALIDATION_FAILED, {
+          detail: `--org: not an organization id: ${options.org}`,
+        });
+      }
+      const orgIds = options.org ? [options.org.toLowerCase()] : await auditedOrganizations(database);
+      let broken = 0;
+      for (const orgId of orgIds) {
+        const result = await verifyAuditChain(database, orgId);
+        if (result.ok) log(`ok  ${orgId}  (${result.checked} events)`);
+        else {
+          broken += 1;
+          log(`broken  ${orgId}  at seq ${result.brokenAt}  (${result.checked} events checked)`);
+        }
+      }
+      log(
+        orgIds.length === 0
+          ? 'No audit log yet.'
+          : broken === 0
+            ? `All ${orgIds.length} chain(s) verify.`
+            : `${broken} of ${orgIds.length} chain(s) broken.`,
+      );
+      if (broken > 0) process.exitCode = 1;
     });
   });
 

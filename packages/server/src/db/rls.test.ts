@@ -2,6 +2,7 @@ import { type Kysely, sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PlinthApp } from '../app.ts';
 import { newId } from '../core/ids.ts';
+import { AUDIT_TENANT_TABLES } from '../modules/audit/index.ts';
 import { bearer } from '../test/auth-helpers.ts';
 import { testDialects } from '../test/dialects.ts';
 import { buildTestApp } from '../test/harness.ts';
@@ -124,19 +125,19 @@ if (testDialects.includes('postgres')) {
     });
 
     it('enables and forces the tenant policy on every org-owned table', async () => {
+      // The platform's and those a module registers (the audit log's).
+      const orgOwned = [...PLATFORM_TENANT_TABLES, ...AUDIT_TENANT_TABLES];
       const { rows } = await sql<{ relname: string; relrowsecurity: boolean; relforcerowsecurity: boolean }>`
         select relname, relrowsecurity, relforcerowsecurity from pg_class
-        where relnamespace = current_schema()::regnamespace and relname = any(${[...PLATFORM_TENANT_TABLES]})
+        where relnamespace = current_schema()::regnamespace and relname = any(${orgOwned})
         order by relname`.execute(db);
       expect(rows).toEqual(
-        [...PLATFORM_TENANT_TABLES]
-          .sort()
-          .map((relname) => ({ relname, relrowsecurity: true, relforcerowsecurity: true })),
+        [...orgOwned].sort().map((relname) => ({ relname, relrowsecurity: true, relforcerowsecurity: true })),
       );
       const policies = await sql<{ tablename: string; cmd: string }>`
         select tablename, cmd from pg_policies
         where schemaname = current_schema() and policyname = 'tenant_isolation'`.execute(db);
-      expect(policies.rows.map((p) => p.tablename).sort()).toEqual([...PLATFORM_TENANT_TABLES].sort());
+      expect(policies.rows.map((p) => p.tablename).sort()).toEqual([...orgOwned].sort());
       expect(policies.rows.every((p) => p.cmd === 'ALL')).toBe(true);
     });
 

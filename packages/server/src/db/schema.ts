@@ -22,6 +22,9 @@ export interface Database {
   roles: RolesTable;
   invitations: InvitationsTable;
   api_keys: ApiKeysTable;
+  audit_events: AuditEventsTable;
+  audit_chain_heads: AuditChainHeadsTable;
+  consent_records: ConsentRecordsTable;
 }
 
 /**
@@ -203,4 +206,73 @@ export interface ApiKeysTable {
   last_used_at: Timestamp | null;
   usage_count: number;
   revoked_at: Timestamp | null;
+}
+
+/**
+ * One grant or withdrawal of consent for a purpose (modules/privacy). Append-only: a trigger refuses UPDATE on
+ * both dialects; rows go only when their user does (cascade).
+ */
+export interface ConsentRecordsTable {
+  id: string;
+  user_id: string;
+  /** A purpose declared in code (see modules/privacy/purposes.ts). */
+  purpose: string;
+  /** 1 for a grant, 0 for a withdrawal: an integer reads back the same on both dialects, a boolean does not. */
+  granted: 0 | 1;
+  policy_version: string;
+  /** From the application clock. */
+  recorded_at: Timestamp;
+  /** Evidence of the request that recorded it. */
+  ip: string | null;
+  user_agent: string | null;
+  request_id: string | null;
+}
+
+/**
+ * One audit event: a link of its organization's hash chain (see modules/audit/audit.chain.ts). Org-owned, but
+ * with no foreign key to `organizations`: the record of what happened outlives the organization. Rows are
+ * append-only; database triggers refuse every update but an erasure and every delete of unarchived rows.
+ */
+export interface AuditEventsTable {
+  id: string;
+  org_id: string;
+  /** 1, 2, 3, … per organization; unique with `org_id`. */
+  seq: number;
+  at: Timestamp;
+  actor_type: 'user' | 'apikey' | 'system';
+  /** Personal: a user's or key's id, a component name; a stable pseudonym after erasure. */
+  actor_id: string;
+  /** The session a user acted in; null for keys and the system. */
+  actor_via: string | null;
+  /** `resource.verb`, e.g. `apikey.created`. */
+  action: string;
+  target_type: string | null;
+  target_id: string | null;
+  request_id: string | null;
+  /** Personal; null after erasure. */
+  ip: string | null;
+  /** Personal; null after erasure. */
+  user_agent: string | null;
+  outcome: 'success' | 'failure' | 'denied';
+  /** Personal: JSON `{ field: { before, after } }`, secrets redacted; null after erasure or when none. */
+  changes: string | null;
+  /** SHA-256 (hex) over the personal fields as written, so that erasing them keeps the chain verifiable. */
+  personal_digest: string;
+  /** The previous event's `hash`, or 64 zeros for the first. */
+  prev_hash: string;
+  /** SHA-256 (hex) over every non-personal field, `personal_digest` and `prev_hash`. */
+  hash: string;
+  /** When the personal fields were pseudonymised; null while they are as written. */
+  erased_at: Timestamp | null;
+}
+
+/** The end of an organization's audit chain: appends lock this row, so concurrent writers cannot fork it. */
+export interface AuditChainHeadsTable {
+  org_id: string;
+  /** The last event's `seq` (0 before the first). */
+  seq: number;
+  /** The last event's `hash` (the genesis value before the first). */
+  hash: string;
+  /** Events with `seq` at most this have been archived and may be deleted (retention); 0 for none. */
+  archived_through_seq: number;
 }

@@ -2,6 +2,8 @@ import type { Migration } from '../migrate.ts';
 import { installation } from './20261122T0100-installation.ts';
 import { identity } from './20261122T0200-identity.ts';
 import { organizations } from './20261122T0300-organizations.ts';
+import { audit } from './20261201T0100-audit.ts';
+import { consents } from './20261201T0200-consents.ts';
 
 /**
  * Every migration, keyed by a timestamped name that sorts in the order they must run. One set serves both
@@ -11,4 +13,6 @@ export const migrations: Record<string, Migration> = {
   '20261122T0100-installation': installation,
   '20261122T0200-identity': identity,
   '20261122T0300-organizations': organizations,
+  '20261201T0100-audit': audit,
+  '20261201T0200-consents': consents,
 };

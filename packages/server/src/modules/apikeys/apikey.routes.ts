@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { idParam } from '../../core/ids.ts';
 import { listQuerySchema } from '../../core/pagination.ts';
 import { jsonResponse, problemResponses } from '../../core/responses.ts';
+import { auditContextOf } from '../audit/index.ts';
 import { accessOf, OrgParams } from '../rbac/index.ts';
 import * as apiKeys from './apikey.service.ts';
 
@@ -31,7 +32,9 @@ export const apiKeyRoutes: FastifyPluginAsyncZod<{ deps: apiKeys.ApiKeyDeps }> =
       },
     },
     async (request, reply) =>
-      reply.status(201).send(await apiKeys.createApiKey(deps, accessOf(request), request.body)),
+      reply
+        .status(201)
+        .send(await apiKeys.createApiKey(deps, accessOf(request), request.body, auditContextOf(request))),
   );
 
   app.get(
@@ -91,7 +94,13 @@ export const apiKeyRoutes: FastifyPluginAsyncZod<{ deps: apiKeys.ApiKeyDeps }> =
       },
     },
     async (request) =>
-      apiKeys.rotateApiKey(deps, accessOf(request), request.params.keyId, request.body.gracePeriodSeconds),
+      apiKeys.rotateApiKey(
+        deps,
+        accessOf(request),
+        request.params.keyId,
+        request.body.gracePeriodSeconds,
+        auditContextOf(request),
+      ),
   );
 
   app.delete(
@@ -111,7 +120,7 @@ export const apiKeyRoutes: FastifyPluginAsyncZod<{ deps: apiKeys.ApiKeyDeps }> =
       },
     },
     async (request, reply) => {
-      await apiKeys.revokeApiKey(deps, accessOf(request), request.params.keyId);
+      await apiKeys.revokeApiKey(deps, accessOf(request), request.params.keyId, auditContextOf(request));
       return reply.status(204).send(undefined);
     },
   );

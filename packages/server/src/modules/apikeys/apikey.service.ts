@@ -7,6 +7,7 @@ import { parseRange } from '../../core/ip-ranges.ts';
 import { type ListSpec, type NoFilters, paginate } from '../../core/pagination.ts';
 import type { DatabaseHandle } from '../../db/database.ts';
 import type { ApiKeysTable, Database } from '../../db/schema.ts';
+import { type AuditContext, fieldChanges, recordAuditEvent } from '../audit/index.ts';
 import type { AccessRegistry, OrgAccess } from '../rbac/index.ts';
 import type { ApiKeyStore } from './apikey.store.ts';
 import { formatKey, keyPrefix, newSecret } from './key-format.ts';
@@ -87,7 +88,8 @@ function assertMayHandOut(access: OrgAccess, scopes: readonly string[]): string 
 
 /**
  * Creates a key whose scopes are registered permissions the creator holds (a person: keys cannot mint keys),
- * optionally expiring and limited to IP ranges. Returns it with the full key, which is never shown again.
+ * optionally expiring and limited to IP ranges. Returns it with the full key, which is never shown again. The
+ * `apikey.created` event is written in the same transaction; it records the key's settings, never its secret.
  */
 export async function createApiKey(
   deps: ApiKeyDeps,
@@ -98,6 +100,7 @@ export async function createApiKey(
     expiresAt?: string | undefined;
     allowedIps?: string[] | undefined;
   },
+  audit: AuditContext,
 ): Promise<ApiKey & { key: string }> {
   if (access.principal.type !== 'user') throw new AppError(apiKeyErrors.API_KEY_NOT_ALLOWED);
   const scopes = [...new Set(input.scopes)].sort();
@@ -139,19 +142,33 @@ export async function createApiKey(
     usage_count: 0,
     revoked_at: null,
   };
-  await deps.database.withTenant(access.orgId, (db) => db.insertInto('api_keys').values(row).execute());
+  await deps.database.withTenant(access.orgId, async (db) => {
+    await db.insertInto('api_keys').values(row).execute();
+    await recordAuditEvent(db, audit, {
+      action: 'apikey.created',
+      target: { type: 'apikey', id: row.id },
+      changes: fieldChanges(null, {
+        name: row.name,
+        scopes,
+        allowedIps: input.allowedIps ?? null,
+        expiresAt,
+      }),
+    });
+  });
   return { ...toApiKey(row, now), key: formatKey(row.id, secret) };
 }
 
 /**
  * Gives a key a new secret. The old one keeps working for `gracePeriodSeconds` (the installation default when
- * omitted), so that clients can be updated without an outage; a secret replaced earlier stops at once.
+ * omitted), so that clients can be updated without an outage; a secret replaced earlier stops at once. The
+ * `apikey.rotated` event says that the secret changed (redacted) and until when the old one works.
  */
 export async function rotateApiKey(
   deps: ApiKeyDeps,
   access: OrgAccess,
   keyId: string,
   gracePeriodSeconds: number | undefined,
+  audit: AuditContext,
 ): Promise<ApiKey & { key: string }> {
   const now = deps.clock.now();
   const secret = newSecret();
@@ -169,22 +186,48 @@ export async function rotateApiKey(
       rotated_at: now.toISOString(),
     };
     await db.updateTable('api_keys').set(changes).where('id', '=', keyId).execute();
+    await recordAuditEvent(db, audit, {
+      action: 'apikey.rotated',
+      target: { type: 'apikey', id: keyId },
+      changes: fieldChanges(
+        {
+          secretHash: current.secret_hash,
+          previousSecretExpiresAt: current.previous_secret_expires_at,
+          rotatedAt: current.rotated_at,
+        },
+        {
+          secretHash: changes.secret_hash,
+          previousSecretExpiresAt: changes.previous_secret_expires_at,
+          rotatedAt: changes.rotated_at,
+        },
+      ),
+    });
     return { ...current, ...changes };
   });
   await deps.store.keyChanged(keyId);
   return { ...toApiKey(row, now), key: formatKey(row.id, secret) };
 }
 
-/** Revokes a key: it stops working at once on every replica. Revoking a revoked key changes nothing. */
-export async function revokeApiKey(deps: ApiKeyDeps, access: OrgAccess, keyId: string): Promise<void> {
+/**
+ * Revokes a key: it stops working at once on every replica. Revoking a revoked key changes nothing, and so
+ * writes no `apikey.revoked` event.
+ */
+export async function revokeApiKey(
+  deps: ApiKeyDeps,
+  access: OrgAccess,
+  keyId: string,
+  audit: AuditContext,
+): Promise<void> {
   await deps.database.withTenant(access.orgId, async (db) => {
     const current = await findKey(db, keyId);
     if (current.revoked_at !== null) return;
-    await db
-      .updateTable('api_keys')
-      .set({ revoked_at: deps.clock.now().toISOString() })
-      .where('id', '=', keyId)
-      .execute();
+    const revokedAt = deps.clock.now().toISOString();
+    await db.updateTable('api_keys').set({ revoked_at: revokedAt }).where('id', '=', keyId).execute();
+    await recordAuditEvent(db, audit, {
+      action: 'apikey.revoked',
+      target: { type: 'apikey', id: keyId },
+      changes: fieldChanges({ revokedAt: null }, { revokedAt }),
+    });
   });
   await deps.store.keyChanged(keyId);
 }

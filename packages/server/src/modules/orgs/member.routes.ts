@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { idParam } from '../../core/ids.ts';
 import { listQuerySchema } from '../../core/pagination.ts';
 import { jsonResponse, problemResponses } from '../../core/responses.ts';
+import { auditContextOf } from '../audit/index.ts';
 import { accessOf, OrgParams } from '../rbac/index.ts';
 import type { OrgDeps } from './deps.ts';
 import * as members from './member.service.ts';
@@ -47,7 +48,14 @@ export const memberRoutes: FastifyPluginAsyncZod<{ deps: OrgDeps }> = async (app
         response: { 200: jsonResponse(Member, 'The member.'), ...problemResponses(400, 401, 403, 404, 409) },
       },
     },
-    async (request) => members.changeRole(deps, accessOf(request), request.params.userId, request.body.role),
+    async (request) =>
+      members.changeRole(
+        deps,
+        accessOf(request),
+        request.params.userId,
+        request.body.role,
+        auditContextOf(request),
+      ),
   );
 
   app.delete(
@@ -67,7 +75,7 @@ export const memberRoutes: FastifyPluginAsyncZod<{ deps: OrgDeps }> = async (app
       },
     },
     async (request, reply) => {
-      await members.removeMember(deps, accessOf(request), request.params.userId);
+      await members.removeMember(deps, accessOf(request), request.params.userId, auditContextOf(request));
       return reply.status(204).send(undefined);
     },
   );

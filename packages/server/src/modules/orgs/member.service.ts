@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { AppError } from '../../core/errors.ts';
 import { type ListSpec, paginate } from '../../core/pagination.ts';
 import type { Database } from '../../db/schema.ts';
+import { type AuditContext, fieldChanges, recordAuditEvent } from '../audit/index.ts';
 import { assertCanGrant, lockOrgAccess, type OrgAccess, requireRolePermissions } from '../rbac/index.ts';
 import type { OrgDeps } from './deps.ts';
 
@@ -71,13 +72,14 @@ async function ownerCount(db: Transaction<Database>): Promise<number> {
 /**
  * Changes a member's role. The caller must hold every permission of both the current and the new role (so an
  * admin cannot touch an owner or make one), and the last owner cannot be demoted. Takes effect on the member's
- * next request, on every replica.
+ * next request, on every replica. The `member.role_changed` event is written in the same transaction.
  */
 export async function changeRole(
   deps: OrgDeps,
   access: OrgAccess,
   userId: string,
   role: string,
+  audit: AuditContext,
 ): Promise<Member> {
   await deps.database.withTenant(access.orgId, async (db) => {
     await lockOrgAccess(db, deps.database.dialect, access.orgId);
@@ -92,6 +94,11 @@ export async function changeRole(
       .set({ role, updated_at: deps.clock.now().toISOString() })
       .where('id', '=', current.id)
       .execute();
+    await recordAuditEvent(db, audit, {
+      action: 'member.role_changed',
+      target: { type: 'user', id: userId },
+      changes: fieldChanges({ role: current.role }, { role }),
+    });
   });
   await deps.access.memberChanged(access.orgId, userId);
   return getMember(deps, access, userId);
@@ -119,8 +126,14 @@ export async function getMember(deps: OrgDeps, access: OrgAccess, userId: string
 /**
  * Ends a membership: someone with `members:remove` removing another member whose role they could grant, or a
  * member leaving. The last owner can do neither to themselves; they must hand ownership over or delete the org.
+ * The `member.removed` event is written in the same transaction.
  */
-export async function removeMember(deps: OrgDeps, access: OrgAccess, userId: string): Promise<void> {
+export async function removeMember(
+  deps: OrgDeps,
+  access: OrgAccess,
+  userId: string,
+  audit: AuditContext,
+): Promise<void> {
   const leaving = access.principal.type === 'user' && access.principal.userId === userId;
   await deps.database.withTenant(access.orgId, async (db) => {
     await lockOrgAccess(db, deps.database.dialect, access.orgId);
@@ -128,6 +141,11 @@ export async function removeMember(deps: OrgDeps, access: OrgAccess, userId: str
     if (!leaving) assertCanGrant(access, await requireRolePermissions(deps, db, current.role));
     if (current.role === 'owner' && (await ownerCount(db)) <= 1) throw new AppError(orgErrors.LAST_OWNER);
     await db.deleteFrom('memberships').where('id', '=', current.id).execute();
+    await recordAuditEvent(db, audit, {
+      action: 'member.removed',
+      target: { type: 'user', id: userId },
+      changes: fieldChanges({ role: current.role }, null),
+    });
   });
   await deps.access.memberChanged(access.orgId, userId);
   deps.log.info({ orgId: access.orgId, userId, leaving }, 'membership ended');

@@ -11,6 +11,7 @@ import { z } from 'zod';
 import { idParam } from '../../core/ids.ts';
 import { listQuerySchema } from '../../core/pagination.ts';
 import { jsonResponse, problemResponses } from '../../core/responses.ts';
+import { auditContextOf } from '../audit/index.ts';
 import { superadminOnly, userOf } from '../auth/index.ts';
 import { accessOf, OrgParams } from '../rbac/index.ts';
 import type { OrgDeps } from './deps.ts';
@@ -97,7 +98,7 @@ export const orgRoutes: FastifyPluginAsyncZod<{ deps: OrgDeps }> = async (app, {
         },
       },
     },
-    async (request) => orgs.updateOrg(deps, accessOf(request), request.body),
+    async (request) => orgs.updateOrg(deps, accessOf(request), request.body, auditContextOf(request)),
   );
 
   app.delete(

@@ -5,6 +5,7 @@ import { AppError } from '../../core/errors.ts';
 import { newId } from '../../core/ids.ts';
 import { type ListSpec, type NoFilters, paginate } from '../../core/pagination.ts';
 import { isUniqueViolation } from '../../db/errors.ts';
+import { type AuditContext, fieldChanges, recordAuditEvent } from '../audit/index.ts';
 import type { OrgAccess } from '../rbac/index.ts';
 import type { OrgDeps } from './deps.ts';
 import * as repo from './org.repo.ts';
@@ -122,6 +123,7 @@ export async function updateOrg(
   deps: OrgDeps,
   access: OrgAccess,
   input: { name?: string | undefined; slug?: string | undefined },
+  audit: AuditContext,
 ): Promise<Organization> {
   const changes = {
     ...(input.name === undefined ? {} : { name: input.name }),
@@ -129,7 +131,21 @@ export async function updateOrg(
     updated_at: deps.clock.now().toISOString(),
   };
   try {
-    await repo.updateOrg(deps.database.db, access.orgId, changes);
+    // In a tenant transaction, although `organizations` is not org-owned, so the `org.updated` event commits
+    // with the change or not at all.
+    await deps.database.withTenant(access.orgId, async (db) => {
+      const before = await repo.findOrg(db, access.orgId);
+      if (!before) throw new AppError(orgErrors.ORG_NOT_FOUND);
+      await repo.updateOrg(db, access.orgId, changes);
+      await recordAuditEvent(db, audit, {
+        action: 'org.updated',
+        target: { type: 'org', id: access.orgId },
+        changes: fieldChanges(
+          { name: before.name, slug: before.slug },
+          { name: changes.name ?? before.name, slug: changes.slug ?? before.slug },
+        ),
+      });
+    });
   } catch (error) {
     if (isUniqueViolation(error)) throw new AppError(orgErrors.SLUG_TAKEN);
     throw error;

@@ -1,0 +1,53 @@
+import type { FastifyInstance } from 'fastify';
+import fp from 'fastify-plugin';
+import type { DatabaseHandle } from '../../db/database.ts';
+import type { AccessRegistry } from '../rbac/index.ts';
+import { auditRoutes } from './audit.routes.ts';
+import { auditPermissions } from './permissions.ts';
+
+export { GENESIS_HASH } from './audit.chain.ts';
+export {
+  type AuditActorRef,
+  type AuditContext,
+  type AuditEventInput,
+  actorOf,
+  auditContextOf,
+  auditedOrganizations,
+  type FieldChanges,
+  fieldChanges,
+  REDACTED,
+  recordAuditEvent,
+  systemAuditContext,
+  verifyAuditChain,
+} from './audit.service.ts';
+
+/** The org-owned tables of the audit log (declared with `registerTenantTable` when the database is opened). */
+export const AUDIT_TENANT_TABLES = ['audit_events', 'audit_chain_heads'] as const;
+
+/** The OpenAPI tags of this module's routes. */
+export const auditTags = [
+  { name: 'Audit log', description: 'The tamper-evident record of who did what, when, in an organization.' },
+];
+
+/** What the audit module needs. */
+export interface AuditDeps {
+  database: DatabaseHandle;
+  registry: AccessRegistry;
+}
+
+/** Declares the audit tables as org-owned on `database`; call before any module writes an event. */
+export function registerAuditTables(database: DatabaseHandle): void {
+  for (const table of AUDIT_TENANT_TABLES) database.registerTenantTable(table);
+}
+
+async function auditModule(app: FastifyInstance, { deps }: { deps: AuditDeps }): Promise<void> {
+  registerAuditTables(deps.database);
+  deps.registry.addPermissions(auditPermissions);
+  await app.register(auditRoutes, { database: deps.database, prefix: '/api/v1' });
+}
+
+/**
+ * The audit log: the writing API every module uses (`recordAuditEvent` in the caller's transaction,
+ * `fieldChanges`, `auditContextOf`), and the routes to list, verify and export an organization's events.
+ */
+export const auditLogModule = fp(auditModule, { name: 'plinth-audit', dependencies: ['plinth-rbac'] });
