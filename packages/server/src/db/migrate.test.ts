@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -6,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isId } from '../core/ids.ts';
+import { runPlinth } from '../test/cli.ts';
 import { testDialects } from '../test/dialects.ts';
 import { createTestDatabase, type TestDatabase, testConfig } from '../test/harness.ts';
 import { type DatabaseHandle, type Dialect, openDatabase } from './database.ts';
@@ -129,37 +129,8 @@ function withSessionTimeZone(url: string, zone: string): string {
   return parsed.toString();
 }
 
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
 /** Runs the `plinth` command as an operator would, with only the given environment (no inherited config). */
-function plinth(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['packages/server/bin/plinth.js', ...args], {
-      cwd: repoRoot,
-      env: { PATH: process.env.PATH ?? '', NODE_ENV: 'test', LOG_LEVEL: 'silent', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => {
-      stdout += chunk.toString();
-    });
-    child.stderr.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString();
-    });
-    // A command that hangs (an open handle after the work is done) would otherwise hang the test run.
-    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const plinth = runPlinth;
 
 describe.each(testDialects)('plinth migrate (%s)', (dialect) => {
   it('reports pending migrations with exit code 1, applies them, then reports the database current', async () => {

@@ -1,5 +1,3 @@
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { AuditEvent, AuditVerifyResult, Page } from '@plinth/shared';
 import type { LightMyRequestResponse } from 'fastify';
 import { type Selectable, sql } from 'kysely';
@@ -10,6 +8,7 @@ import type { Dialect } from '../../db/database.ts';
 import type { AuditEventsTable } from '../../db/schema.ts';
 import { openSqliteConnection } from '../../db/sqlite-driver.ts';
 import { bearer, expectProblem, PASSWORD } from '../../test/auth-helpers.ts';
+import { type CliResult, runPlinth } from '../../test/cli.ts';
 import { testDialects, testPostgresUrl } from '../../test/dialects.ts';
 import { buildTestApp, createTestDatabase, type TestDatabase, testConfig } from '../../test/harness.ts';
 import { addMember, createApiKey, createOrg, signedInUser, type TestUser } from '../../test/org-helpers.ts';
@@ -17,7 +16,6 @@ import { GENESIS_HASH } from './audit.chain.ts';
 import { csvField, fieldChanges, REDACTED, recordAuditEvent, systemAuditContext } from './audit.service.ts';
 
 /** The repository root, where `node packages/server/bin/plinth.js` is run from. */
-const REPO_ROOT = fileURLToPath(new URL('../../../../../', import.meta.url));
 
 const EventPage = Page(AuditEvent);
 type EventRow = Selectable<AuditEventsTable>;
@@ -664,38 +662,9 @@ describe.each(testDialects)('tamper evidence (%s)', (dialect) => {
   });
 });
 
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs `node packages/server/bin/plinth.js <args>` from the repository root against a test database. */
+/** Runs `plinth <args>` against a test database. */
 function runCli(db: TestDatabase, args: string[]): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['packages/server/bin/plinth.js', ...args], {
-      cwd: REPO_ROOT,
-      env: {
-        PATH: process.env.PATH ?? '',
-        HOME: process.env.HOME ?? '',
-        DATABASE_URL: db.url,
-        DATA_DIR: db.dataDir,
-        NODE_ENV: 'test',
-        LOG_LEVEL: 'silent',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => {
-      stdout += chunk.toString('utf8');
-    });
-    child.stderr.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString('utf8');
-    });
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+  return runPlinth(args, { DATABASE_URL: db.url, DATA_DIR: db.dataDir });
 }
 
 describe.each(testDialects)('plinth audit verify (%s)', (dialect) => {

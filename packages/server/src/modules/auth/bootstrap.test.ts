@@ -1,9 +1,8 @@
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { buildApp, type PlinthApp } from '../../app.ts';
 import type { Dialect } from '../../db/database.ts';
 import { bearer, login, loginResponse, STRONG_PASSWORDS } from '../../test/auth-helpers.ts';
+import { type CliResult, runPlinth } from '../../test/cli.ts';
 import { testDialects } from '../../test/dialects.ts';
 import { buildTestApp, createTestDatabase, type TestDatabase, testConfig } from '../../test/harness.ts';
 
@@ -11,7 +10,6 @@ const [ADMIN_PASSWORD = '', OTHER_PASSWORD = ''] = STRONG_PASSWORDS;
 const BOOTSTRAP_ENV = { PLINTH_ADMIN_EMAIL: 'Operator@Example.com', PLINTH_ADMIN_PASSWORD: ADMIN_PASSWORD };
 
 /** The repository root, where `node packages/server/bin/plinth.js` is run from. */
-const REPO_ROOT = fileURLToPath(new URL('../../../../../', import.meta.url));
 
 const usersOf = (app: PlinthApp) =>
   app.database.db
@@ -100,39 +98,9 @@ describe.each(testDialects)('accounts at first start on %s', (dialect) => {
   });
 });
 
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs `node packages/server/bin/plinth.js <args>` from the repository root against a test database. */
+/** Runs `plinth <args>` against a test database. */
 function runCli(db: TestDatabase, args: string[]): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['packages/server/bin/plinth.js', ...args], {
-      cwd: REPO_ROOT,
-      env: {
-        PATH: process.env.PATH ?? '',
-        HOME: process.env.HOME ?? '',
-        DATABASE_URL: db.url,
-        DATA_DIR: db.dataDir,
-        NODE_ENV: 'test',
-        LOG_LEVEL: 'silent',
-        AUTO_MIGRATE: 'true',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => {
-      stdout += chunk.toString('utf8');
-    });
-    child.stderr.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString('utf8');
-    });
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+  return runPlinth(args, { DATABASE_URL: db.url, DATA_DIR: db.dataDir, AUTO_MIGRATE: 'true' });
 }
 
 describe.each(testDialects)('plinth create-admin on %s', (dialect: Dialect) => {
