@@ -23,7 +23,7 @@ import { readInstallationId } from './db/installation.ts';
 import { migrateToLatest, migrationStatus } from './db/migrate.ts';
 import { apiDocsPlugin } from './modules/apidocs/index.ts';
 import { apiKeysModule, apiKeyTags, createApiKeyStore } from './modules/apikeys/index.ts';
-import { auditLogModule, auditTags } from './modules/audit/index.ts';
+import { auditLogModule, auditReadsPlugin, auditTags } from './modules/audit/index.ts';
 import {
   type AuthDeps,
   authModule,
@@ -32,6 +32,7 @@ import {
   createAuthenticators,
   createRevokedSessions,
   createTokenService,
+  systemCaller,
 } from './modules/auth/index.ts';
 import { createMailer } from './modules/mail/index.ts';
 import {
@@ -153,6 +154,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   app.addHook('onClose', async () => revoked.close());
   const authDeps: AuthDeps = {
     db: database.db,
+    database,
     config,
     clock,
     log: app.log,
@@ -235,6 +237,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
 
   // Before every route it limits: its `onRoute` hook records each later route's class.
   if (config.rateLimits.enabled) await app.register(rateLimitPlugin, { deps: rateLimitDeps });
+  // Before every route: its `onRoute` hook equips each later route that declares `auditRead`.
+  await app.register(auditReadsPlugin, { database });
 
   // The docs plugin records only routes registered after it, so it comes before every route.
   await app.register(apiDocsPlugin, {
@@ -264,7 +268,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       rotationGraceSeconds: config.orgs.apiKeyRotationGraceSeconds,
     },
   });
-  await app.register(auditLogModule, { deps: { database, registry } });
+  await app.register(auditLogModule, { deps: { database, registry, auth: authDeps } });
   await app.register(rateLimitUsageModule, { deps: rateLimitDeps });
   await app.register(privacyModule, {
     deps: { database, clock, purposes: createConsentPurposeRegistry() },
@@ -314,6 +318,6 @@ async function bootstrapAdmin(deps: AuthDeps): Promise<void> {
     .where('platform_role', '=', 'superadmin')
     .executeTakeFirst();
   if (existing) return;
-  const { id } = await createAdmin(deps, admin);
+  const { id } = await createAdmin(deps, admin, systemCaller('bootstrap'));
   deps.log.info({ userId: id }, 'created the first superadmin from PLINTH_ADMIN_EMAIL');
 }

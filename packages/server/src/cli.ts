@@ -8,7 +8,7 @@ import { isId } from './core/ids.ts';
 import { VERSION } from './core/version.ts';
 import { openDatabase } from './db/database.ts';
 import { migrateToLatest, migrationStatus } from './db/migrate.ts';
-import { auditedOrganizations, verifyAuditChain } from './modules/audit/index.ts';
+import { auditChains, verifyAuditChain } from './modules/audit/index.ts';
 import { createAdmin } from './modules/auth/index.ts';
 import { describeDatabase, startServer } from './server.ts';
 
@@ -72,7 +72,7 @@ program
     await withDatabase(async (database, log, config) => {
       if (config.autoMigrate) await migrateToLatest(database.db, database.dialect);
       const { id, created } = await createAdmin(
-        { db: database.db, config, clock: systemClock },
+        { db: database.db, database, config, clock: systemClock },
         { email: options.email, password, name: options.name },
       );
       log(created ? `Created superadmin ${id}.` : `Account ${id} is now a superadmin.`);
@@ -83,9 +83,9 @@ const audit = program.command('audit').description('Inspect the tamper-evident a
 audit
   .command('verify')
   .description(
-    "Recompute organizations' audit hash chains and print ok or the first broken event; exits 1 when any is broken.",
+    "Recompute the audit hash chains (every organization's, every account's, the installation's) and print ok or the first broken event; exits 1 when any is broken.",
   )
-  .option('--org <id>', 'verify only this organization (default: every organization with an audit log)')
+  .option('--org <id>', 'verify only this organization (default: every chain)')
   .action(async (options: { org?: string }) => {
     await withDatabase(async (database, log) => {
       if (options.org !== undefined && !isId(options.org)) {
@@ -93,7 +93,7 @@ audit
           detail: `--org: not an organization id: ${options.org}`,
         });
       }
-      const orgIds = options.org ? [options.org.toLowerCase()] : await auditedOrganizations(database);
+      const orgIds = options.org ? [options.org.toLowerCase()] : await auditChains(database);
       let broken = 0;
       for (const orgId of orgIds) {
         const result = await verifyAuditChain(database, orgId);

@@ -32,7 +32,10 @@ export const AuditEvent = z
       .int()
       .meta({ description: "The event's position in its organization's chain: 1, 2, 3, …" }),
     at: z.string().meta({ description: 'When it happened (ISO-8601 UTC).' }),
-    orgId: z.uuid(),
+    orgId: z.uuid().nullable().meta({
+      description:
+        "The organization; null for an account's own events and the installation's (operators' actions).",
+    }),
     actor: AuditActor,
     action: z
       .string()

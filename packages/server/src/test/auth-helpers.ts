@@ -7,6 +7,7 @@ import type { PlinthApp } from '../app.ts';
 import type { Clock } from '../core/clock.ts';
 import type { Dialect } from '../db/database.ts';
 import type { MailOutboxTable, UsersTable } from '../db/schema.ts';
+import { createAdmin } from '../modules/auth/index.ts';
 import { mailTemplates } from '../modules/mail/index.ts';
 import { buildTestApp, type TestAppOptions } from './harness.ts';
 
@@ -155,6 +156,17 @@ export async function startTestApp(
 }
 
 /** `GET /me` with this access token, returning the raw response. */
+/** Makes (or takes over) an installation operator's account on `app`, as `plinth create-admin` does. */
+export function createOperator(
+  app: PlinthApp,
+  account: { email: string; password: string; name?: string },
+): Promise<{ id: string; created: boolean }> {
+  return createAdmin(
+    { db: app.database.db, database: app.database, config: app.config, clock: app.clock },
+    account,
+  );
+}
+
 export function me(app: PlinthApp, accessToken: string) {
   return app.inject({ method: 'GET', url: '/api/v1/me', headers: bearer(accessToken) });
 }

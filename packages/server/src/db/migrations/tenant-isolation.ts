@@ -19,9 +19,33 @@ export async function enableTenantIsolation(
   table: string,
 ): Promise<void> {
   if (dialect !== 'postgres') return;
-  const name = sql.table(table);
   const condition = sql`org_id = nullif(current_setting('app.org_id', true), '')::uuid
     or current_setting('app.cross_tenant', true) = 'on'`;
+  await createTenantPolicy(db, table, condition);
+}
+
+/**
+ * The same isolation for a table whose `org_id` is text rather than a UUID: the audit tables, whose key names a
+ * chain — an organization's id, `user:<id>` or `platform` (see modules/audit/record.ts). The setting is compared
+ * as text, so a chain name that is not a UUID never fails a cast.
+ */
+export async function enableChainIsolation(
+  db: Kysely<unknown>,
+  dialect: Dialect,
+  table: string,
+): Promise<void> {
+  if (dialect !== 'postgres') return;
+  const condition = sql`org_id = nullif(current_setting('app.org_id', true), '')
+    or current_setting('app.cross_tenant', true) = 'on'`;
+  await createTenantPolicy(db, table, condition);
+}
+
+async function createTenantPolicy(
+  db: Kysely<unknown>,
+  table: string,
+  condition: ReturnType<typeof sql>,
+): Promise<void> {
+  const name = sql.table(table);
   await sql`alter table ${name} enable row level security`.execute(db);
   await sql`alter table ${name} force row level security`.execute(db);
   await sql`create policy tenant_isolation on ${name} using (${condition}) with check (${condition})`.execute(

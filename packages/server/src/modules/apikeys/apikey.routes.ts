@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { idParam } from '../../core/ids.ts';
 import { listQuerySchema } from '../../core/pagination.ts';
 import { jsonResponse, problemResponses } from '../../core/responses.ts';
-import { auditContextOf } from '../audit/index.ts';
+import { auditContextOf } from '../audit/record.ts';
 import { accessOf, OrgParams } from '../rbac/index.ts';
 import * as apiKeys from './apikey.service.ts';
 

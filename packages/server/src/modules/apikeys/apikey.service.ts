@@ -7,7 +7,7 @@ import { parseRange } from '../../core/ip-ranges.ts';
 import { type ListSpec, type NoFilters, paginate } from '../../core/pagination.ts';
 import type { DatabaseHandle } from '../../db/database.ts';
 import type { ApiKeysTable, Database } from '../../db/schema.ts';
-import { type AuditContext, fieldChanges, recordAuditEvent } from '../audit/index.ts';
+import { type AuditContext, fieldChanges, recordAuditEvent } from '../audit/record.ts';
 import type { AccessRegistry, OrgAccess } from '../rbac/index.ts';
 import type { ApiKeyStore } from './apikey.store.ts';
 import { formatKey, keyPrefix, newSecret } from './key-format.ts';

@@ -106,8 +106,8 @@ export function eventsAfter(
   return query.orderBy('seq').limit(limit).execute();
 }
 
-/** Every organization with an audit chain (for the CLI's check of all of them; across tenants by nature). */
-export async function auditedOrgIds(db: Transaction<Database>): Promise<string[]> {
+/** The name of every audit chain (for the CLI's check of all of them; across tenants by nature). */
+export async function chainNames(db: Transaction<Database>): Promise<string[]> {
   const rows = await db.selectFrom('audit_chain_heads').select('org_id').orderBy('org_id').execute();
   return rows.map((r) => r.org_id);
 }

@@ -1,25 +1,31 @@
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import type { DatabaseHandle } from '../../db/database.ts';
+import type { AuthDeps } from '../auth/index.ts';
 import type { AccessRegistry } from '../rbac/index.ts';
-import { auditRoutes } from './audit.routes.ts';
+import { adminAuditRoutes, auditRoutes, myAuditRoutes } from './audit.routes.ts';
 import { auditPermissions } from './permissions.ts';
 
 export { GENESIS_HASH } from './audit.chain.ts';
+export { auditChains, verifyAuditChain } from './audit.service.ts';
+export { auditReadsPlugin } from './audit-reads.ts';
 export {
   type AuditActorRef,
   type AuditContext,
   type AuditEventInput,
+  accountChain,
   actorOf,
   auditContextOf,
-  auditedOrganizations,
   type FieldChanges,
   fieldChanges,
+  orgOfChain,
+  PLATFORM_CHAIN,
   REDACTED,
   recordAuditEvent,
+  requestAuditContext,
   systemAuditContext,
-  verifyAuditChain,
-} from './audit.service.ts';
+  withAuditedTransaction,
+} from './record.ts';
 
 /** The org-owned tables of the audit log (declared with `registerTenantTable` when the database is opened). */
 export const AUDIT_TENANT_TABLES = ['audit_events', 'audit_chain_heads'] as const;
@@ -33,6 +39,8 @@ export const auditTags = [
 export interface AuditDeps {
   database: DatabaseHandle;
   registry: AccessRegistry;
+  /** For the operators' routes (`superadminOnly`). */
+  auth: AuthDeps;
 }
 
 /** Declares the audit tables as org-owned on `database`; call before any module writes an event. */
@@ -44,6 +52,8 @@ async function auditModule(app: FastifyInstance, { deps }: { deps: AuditDeps }):
   registerAuditTables(deps.database);
   deps.registry.addPermissions(auditPermissions);
   await app.register(auditRoutes, { database: deps.database, prefix: '/api/v1' });
+  await app.register(adminAuditRoutes, { database: deps.database, auth: deps.auth, prefix: '/api/v1' });
+  await app.register(myAuditRoutes, { database: deps.database, prefix: '/api/v1' });
 }
 
 /**

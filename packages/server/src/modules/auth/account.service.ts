@@ -4,12 +4,14 @@ import { randomToken, sha256Hex } from '../../core/crypto.ts';
 import { AppError } from '../../core/errors.ts';
 import { newId } from '../../core/ids.ts';
 import type { Database, UsersTable } from '../../db/schema.ts';
+import { fieldChanges } from '../audit/record.ts';
 import { mailTemplates, sendInBackground } from '../mail/index.ts';
-import { type AuthDeps, normalizeEmail } from './deps.ts';
+import { type AccountCaller, auditAccount, selfCaller, systemCaller } from './account-audit.ts';
+import { type AuthDeps, type ClientInfo, normalizeEmail } from './deps.ts';
 import { hashPassword, verifyPassword } from './password.ts';
 import { assertPasswordAcceptable } from './password-policy.ts';
 import { revokeUserSessions } from './session.service.ts';
-import { assertNotLocked, clearFailures, emailKey, recordFailure } from './throttle.ts';
+import { assertNotLocked, clearFailures, emailKey, recordAuditedFailure } from './throttle.ts';
 
 /** How long an email-verification link stays valid, in seconds. */
 const VERIFY_EMAIL_TTL_SECONDS = 24 * 60 * 60;
@@ -105,9 +107,9 @@ async function findOneTimeToken(deps: AuthDeps, token: string, purpose: 'verify_
   return row;
 }
 
-/** Spends a token {@link findOneTimeToken} found; INVALID_ONE_TIME_TOKEN if another request spent it. */
-async function spendOneTimeToken(deps: AuthDeps, id: string): Promise<void> {
-  const spent = await deps.db
+/** Spends a token {@link findOneTimeToken} found, in `db`; INVALID_ONE_TIME_TOKEN if another request spent it. */
+async function spendOneTimeToken(deps: AuthDeps, db: Kysely<Database>, id: string): Promise<void> {
+  const spent = await db
     .updateTable('one_time_tokens')
     .set({ used_at: deps.clock.now().toISOString() })
     .where('id', '=', id)
@@ -123,7 +125,7 @@ async function consumeOneTimeToken(
   purpose: 'verify_email' | 'reset_password',
 ) {
   const row = await findOneTimeToken(deps, token, purpose);
-  await spendOneTimeToken(deps, row.id);
+  await spendOneTimeToken(deps, deps.db, row.id);
   return row;
 }
 
@@ -224,6 +226,7 @@ export async function prepareInvitedAccount(
 export async function signup(
   deps: AuthDeps,
   input: { email: string; password: string; name: string },
+  client: ClientInfo,
 ): Promise<{ email: string; verificationRequired: boolean }> {
   const { auth } = deps.config;
   if (!auth.signupEnabled) throw new AppError(authErrors.SIGNUP_DISABLED);
@@ -251,8 +254,12 @@ export async function signup(
     now,
     verified: !auth.requireEmailVerification,
   });
+  const userId = user.id as string;
   try {
-    await deps.db.transaction().execute((trx) => insertUser(trx, user));
+    await auditAccount(deps, userId, selfCaller(userId, client), async (trx, record) => {
+      await insertUser(trx, user);
+      await record({ action: 'user.created', target: { type: 'user', id: userId } });
+    });
   } catch (error) {
     // Two sign-ups for one address at the same moment: the unique index decides, the loser is answered as above.
     if (await findUserByEmail(deps, email)) {
@@ -267,7 +274,7 @@ export async function signup(
 }
 
 /** Confirms an address from a verification link: the account's own, or a new one the owner asked to switch to. */
-export async function verifyEmail(deps: AuthDeps, token: string): Promise<void> {
+export async function verifyEmail(deps: AuthDeps, token: string, client: ClientInfo): Promise<void> {
   const row = await consumeOneTimeToken(deps, token, 'verify_email');
   const now = deps.clock.now().toISOString();
   const user = await getUser(deps, row.user_id);
@@ -275,7 +282,7 @@ export async function verifyEmail(deps: AuthDeps, token: string): Promise<void> 
   if (address !== user.email && (await findUserByEmail(deps, address))) {
     throw new AppError(authErrors.EMAIL_TAKEN);
   }
-  await deps.db.transaction().execute(async (trx) => {
+  await auditAccount(deps, user.id, selfCaller(user.id, client), async (trx, record) => {
     await trx
       .updateTable('users')
       .set({ email: address, email_verified_at: now, updated_at: now })
@@ -283,6 +290,15 @@ export async function verifyEmail(deps: AuthDeps, token: string): Promise<void> 
       .execute();
     // Older links (to this address or to another one asked for earlier) could otherwise switch the address back.
     await spendOutstandingTokens(trx, user.id, 'verify_email', now);
+    await record(
+      address === user.email
+        ? { action: 'user.email_verified', target: { type: 'user', id: user.id } }
+        : {
+            action: 'user.email_changed',
+            target: { type: 'user', id: user.id },
+            changes: fieldChanges({ email: user.email }, { email: address }),
+          },
+    );
   });
 }
 
@@ -339,22 +355,25 @@ async function assertNotRecentlyUsed(deps: AuthDeps, userId: string, password: s
   }
 }
 
-async function setPassword(deps: AuthDeps, userId: string, password: string): Promise<void> {
+/** Stores a new password hash (hashed by the caller, outside the transaction) in `db`, with its history. */
+async function setPassword(
+  deps: AuthDeps,
+  db: Kysely<Database>,
+  userId: string,
+  hash: string,
+): Promise<void> {
   const now = deps.clock.now().toISOString();
-  const hash = await hashPassword(password, deps.config.auth.argon2);
-  await deps.db.transaction().execute(async (trx) => {
-    await trx
-      .updateTable('users')
-      .set({ password_hash: hash, password_changed_at: now, updated_at: now })
-      .where('id', '=', userId)
-      .execute();
-    await trx
-      .insertInto('password_history')
-      .values({ id: newId(), user_id: userId, password_hash: hash, created_at: now })
-      .execute();
-    // A reset link mailed before this change must not undo it.
-    await spendOutstandingTokens(trx, userId, 'reset_password', now);
-  });
+  await db
+    .updateTable('users')
+    .set({ password_hash: hash, password_changed_at: now, updated_at: now })
+    .where('id', '=', userId)
+    .execute();
+  await db
+    .insertInto('password_history')
+    .values({ id: newId(), user_id: userId, password_hash: hash, created_at: now })
+    .execute();
+  // A reset link mailed before this change must not undo it.
+  await spendOutstandingTokens(db, userId, 'reset_password', now);
 }
 
 /** Changes the password of a signed-in user, who must prove the current one; every other session ends. */
@@ -362,13 +381,19 @@ export async function changePassword(
   deps: AuthDeps,
   actor: { userId: string; sessionId: string },
   input: { currentPassword: string; newPassword: string },
+  client: ClientInfo,
 ): Promise<void> {
   const user = await getUser(deps, actor.userId);
-  await assertCurrentPassword(deps, user, input.currentPassword);
+  const caller = selfCaller(user.id, client, actor.sessionId);
+  await assertCurrentPassword(deps, user, input.currentPassword, caller);
   assertPasswordAcceptable(input.newPassword, policyOf(deps), [user.email, user.name], 'body.newPassword');
   await assertNotRecentlyUsed(deps, user.id, input.newPassword);
-  await setPassword(deps, user.id, input.newPassword);
-  await revokeUserSessions(deps, user.id, 'password_changed', actor.sessionId);
+  const hash = await hashPassword(input.newPassword, deps.config.auth.argon2);
+  await auditAccount(deps, user.id, caller, async (trx, record) => {
+    await setPassword(deps, trx, user.id, hash);
+    await revokeUserSessions(deps, trx, user.id, 'password_changed', actor.sessionId);
+    await record({ action: 'user.password_changed', target: { type: 'user', id: user.id } });
+  });
   sendInBackground(
     deps.mailer,
     { to: user.email, ...mailTemplates.passwordChanged({ name: user.name, at: deps.clock.now() }) },
@@ -381,24 +406,29 @@ export async function changePassword(
 export async function resetPassword(
   deps: AuthDeps,
   input: { token: string; password: string },
+  client: ClientInfo,
 ): Promise<void> {
   const row = await findOneTimeToken(deps, input.token, 'reset_password');
   const user = await getUser(deps, row.user_id);
   // The link is spent only once the new password is acceptable, so a refused password can be corrected.
   assertPasswordAcceptable(input.password, policyOf(deps), [user.email, user.name]);
   await assertNotRecentlyUsed(deps, user.id, input.password);
-  await spendOneTimeToken(deps, row.id);
-  await setPassword(deps, user.id, input.password);
-  await revokeUserSessions(deps, user.id, 'password_reset');
-  await clearFailures(deps, emailKey(user.email));
-  // Following the mailed link proves control of the address, as a verification link would.
-  if (!user.email_verified_at) {
-    await deps.db
-      .updateTable('users')
-      .set({ email_verified_at: deps.clock.now().toISOString() })
-      .where('id', '=', user.id)
-      .execute();
-  }
+  const hash = await hashPassword(input.password, deps.config.auth.argon2);
+  await auditAccount(deps, user.id, selfCaller(user.id, client), async (trx, record) => {
+    await spendOneTimeToken(deps, trx, row.id);
+    await setPassword(deps, trx, user.id, hash);
+    await revokeUserSessions(deps, trx, user.id, 'password_reset');
+    await clearFailures(trx, emailKey(user.email));
+    // Following the mailed link proves control of the address, as a verification link would.
+    if (!user.email_verified_at) {
+      await trx
+        .updateTable('users')
+        .set({ email_verified_at: deps.clock.now().toISOString() })
+        .where('id', '=', user.id)
+        .execute();
+    }
+    await record({ action: 'user.password_reset', target: { type: 'user', id: user.id } });
+  });
   sendInBackground(
     deps.mailer,
     { to: user.email, ...mailTemplates.passwordChanged({ name: user.name, at: deps.clock.now() }) },
@@ -414,14 +444,15 @@ export async function resetPassword(
  */
 export async function assertCurrentPassword(
   deps: AuthDeps,
-  user: Pick<Selectable<UsersTable>, 'email' | 'password_hash'>,
+  user: Pick<Selectable<UsersTable>, 'id' | 'email' | 'password_hash'>,
   password: string,
+  caller: AccountCaller,
 ): Promise<void> {
   const key = emailKey(user.email);
   await assertNotLocked(deps, { email: key });
   const { ok } = await verifyPassword(user.password_hash, password, deps.config.auth.argon2);
   if (!ok) {
-    await recordFailure(deps, [key]);
+    await recordAuditedFailure(deps, user.id, caller, 'user.reauthentication_failed', [key]);
     throw new AppError(authErrors.WRONG_PASSWORD);
   }
 }
@@ -434,12 +465,13 @@ export async function updateMe(
   deps: AuthDeps,
   userId: string,
   input: { name?: string | undefined; email?: string | undefined; currentPassword?: string | undefined },
+  caller: AccountCaller,
 ): Promise<{ me: Me; emailChangePending: boolean }> {
   const user = await getUser(deps, userId);
   const now = deps.clock.now().toISOString();
   let emailChangePending = false;
   if (input.email !== undefined && normalizeEmail(input.email) !== user.email) {
-    await assertCurrentPassword(deps, user, input.currentPassword ?? '');
+    await assertCurrentPassword(deps, user, input.currentPassword ?? '', caller);
     const address = normalizeEmail(input.email);
     // Whether the new address is taken is not revealed here; verification refuses it if it still is then.
     if (!(await findUserByEmail(deps, address))) await sendVerification(deps, user, address);
@@ -451,11 +483,15 @@ export async function updateMe(
     emailChangePending = true;
   }
   if (input.name !== undefined && input.name !== user.name) {
-    await deps.db
-      .updateTable('users')
-      .set({ name: input.name, updated_at: now })
-      .where('id', '=', userId)
-      .execute();
+    const name = input.name;
+    await auditAccount(deps, userId, caller, async (trx, record) => {
+      await trx.updateTable('users').set({ name, updated_at: now }).where('id', '=', userId).execute();
+      await record({
+        action: 'user.updated',
+        target: { type: 'user', id: userId },
+        changes: fieldChanges({ name: user.name }, { name }),
+      });
+    });
   }
   return { me: toMe(await getUser(deps, userId)), emailChangePending };
 }
@@ -465,8 +501,9 @@ export async function updateMe(
  * `plinth create-admin` and by the embedded-mode bootstrap; there are no default accounts.
  */
 export async function createAdmin(
-  deps: Pick<AuthDeps, 'db' | 'config' | 'clock'>,
+  deps: Pick<AuthDeps, 'db' | 'database' | 'config' | 'clock'>,
   input: { email: string; password: string; name?: string },
+  caller: AccountCaller = systemCaller('cli'),
 ): Promise<{ id: string; created: boolean }> {
   const email = normalizeEmail(input.email);
   assertPasswordAcceptable(input.password, policyOf(deps), [email]);
@@ -476,7 +513,7 @@ export async function createAdmin(
   if (existing) {
     // The operator takes the account over: whoever registered the address before (perhaps not the operator)
     // loses it — the password is replaced, the address counts as verified, and every session ends.
-    await deps.db.transaction().execute(async (trx) => {
+    await auditAccount(deps, null, caller, async (trx, record) => {
       await trx
         .updateTable('users')
         .set({
@@ -499,11 +536,16 @@ export async function createAdmin(
         .where('user_id', '=', existing.id)
         .where('revoked_at', 'is', null)
         .execute();
+      await record({
+        action: 'user.superadmin_granted',
+        target: { type: 'user', id: existing.id },
+        changes: fieldChanges({ platformRole: existing.platform_role }, { platformRole: 'superadmin' }),
+      });
     });
     return { id: existing.id, created: false };
   }
   const id = newId();
-  await deps.db.transaction().execute(async (trx) => {
+  await auditAccount(deps, null, caller, async (trx, record) => {
     await trx
       .insertInto('users')
       .values({
@@ -526,6 +568,7 @@ export async function createAdmin(
       .insertInto('password_history')
       .values({ id: newId(), user_id: id, password_hash: hash, created_at: now })
       .execute();
+    await record({ action: 'user.superadmin_created', target: { type: 'user', id } });
   });
   return { id, created: true };
 }

@@ -1,10 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PlinthApp } from '../../app.ts';
 import { ConfigError, loadConfig } from '../../config.ts';
-import { bearer, expectProblem, login, STRONG_PASSWORDS } from '../../test/auth-helpers.ts';
+import { bearer, createOperator, expectProblem, login, STRONG_PASSWORDS } from '../../test/auth-helpers.ts';
 import { testDialects } from '../../test/dialects.ts';
 import { buildTestApp } from '../../test/harness.ts';
-import { createAdmin } from './index.ts';
 
 const OPERATOR_EMAIL = 'operator@example.com';
 const OPERATOR_PASSWORD = STRONG_PASSWORDS[0] ?? '';
@@ -19,10 +18,7 @@ async function appWithOperator(
   env: Record<string, string>,
 ): Promise<{ app: PlinthApp; token: string; operatorId: string }> {
   const app = await buildTestApp(dialect, { env });
-  const { id } = await createAdmin(
-    { db: app.database.db, config: app.config, clock: app.clock },
-    { email: OPERATOR_EMAIL, password: OPERATOR_PASSWORD },
-  );
+  const { id } = await createOperator(app, { email: OPERATOR_EMAIL, password: OPERATOR_PASSWORD });
   // Signing in is not an operator route, so it works from anywhere.
   const { accessToken } = await login(app, OPERATOR_EMAIL, OPERATOR_PASSWORD, { remoteAddress: OUTSIDE });
   return { app, token: accessToken, operatorId: id };

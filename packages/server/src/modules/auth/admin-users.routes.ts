@@ -1,12 +1,15 @@
 import { authErrors } from '@plinth/shared';
 import type { FastifyInstance } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import type { Kysely } from 'kysely';
 import { z } from 'zod';
 import { AppError } from '../../core/errors.ts';
 import { idParam } from '../../core/ids.ts';
 import { allowedFrom, type IpRange, parseRange } from '../../core/ip-ranges.ts';
 import { problemResponses } from '../../core/responses.ts';
+import type { Database } from '../../db/schema.ts';
 import { getUser } from './account.service.ts';
+import { auditAccount, callerOf } from './account-audit.ts';
 import { userOf } from './authenticate.ts';
 import type { AuthDeps } from './deps.ts';
 import { revokeUserSessions } from './session.service.ts';
@@ -14,6 +17,11 @@ import { clearFailures, emailKey } from './throttle.ts';
 
 const adminRoute = { tags: ['Admin'], security: [{ bearerAuth: [] }] };
 const UserParams = z.object({ userId: idParam('Not a user id.') });
+const ADMIN_ACTIONS = {
+  unlock: 'admin.user_unlocked',
+  disable: 'admin.user_disabled',
+  enable: 'admin.user_enabled',
+} as const;
 const NoContent = { 204: z.undefined().meta({ description: 'Done.' }) };
 
 /**
@@ -55,11 +63,16 @@ export function superadminOnly(app: FastifyInstance, deps: AuthDeps): void {
 export const adminUserRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app, { deps }) => {
   superadminOnly(app, deps);
 
+  /**
+   * One operator action on an account: a change in one transaction with its event on the installation's chain
+   * (`admin.user_unlocked`, `admin.user_disabled`, `admin.user_enabled`: the account as target, the operator as
+   * actor).
+   */
   const action = (
-    verb: string,
+    verb: keyof typeof ADMIN_ACTIONS,
     summary: string,
     description: string,
-    run: (userId: string) => Promise<void>,
+    run: (db: Kysely<Database>, user: Awaited<ReturnType<typeof getUser>>) => Promise<void>,
   ) =>
     app.post(
       `/admin/users/:userId/${verb}`,
@@ -74,8 +87,11 @@ export const adminUserRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async 
         },
       },
       async (request, reply) => {
-        await getUser(deps, request.params.userId);
-        await run(request.params.userId);
+        const user = await getUser(deps, request.params.userId);
+        await auditAccount(deps, null, callerOf(request), async (db, record) => {
+          await run(db, user);
+          await record({ action: ADMIN_ACTIONS[verb], target: { type: 'user', id: user.id } });
+        });
         return reply.status(204).send(undefined);
       },
     );
@@ -84,30 +100,28 @@ export const adminUserRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async 
     'unlock',
     'Unlock an account',
     'Clears the failed sign-in counter and any lock of the account.',
-    async (userId) => {
-      await clearFailures(deps, emailKey((await getUser(deps, userId)).email));
-    },
+    (db, user) => clearFailures(db, emailKey(user.email)),
   );
   action(
     'disable',
     'Disable an account',
     'The account can no longer sign in; its sessions end at once.',
-    async (userId) => {
+    async (db, user) => {
       const now = deps.clock.now().toISOString();
-      await deps.db
+      await db
         .updateTable('users')
         .set({ disabled_at: now, updated_at: now })
-        .where('id', '=', userId)
+        .where('id', '=', user.id)
         .execute();
-      await revokeUserSessions(deps, userId, 'account_disabled');
+      await revokeUserSessions(deps, db, user.id, 'account_disabled');
     },
   );
-  action('enable', 'Enable an account', 'Lets a disabled account sign in again.', async (userId) => {
+  action('enable', 'Enable an account', 'Lets a disabled account sign in again.', async (db, user) => {
     const now = deps.clock.now().toISOString();
-    await deps.db
+    await db
       .updateTable('users')
       .set({ disabled_at: null, updated_at: now })
-      .where('id', '=', userId)
+      .where('id', '=', user.id)
       .execute();
   });
 };

@@ -20,16 +20,17 @@ import { z } from 'zod';
 import { idParam } from '../../core/ids.ts';
 import { jsonResponse, problemResponses } from '../../core/responses.ts';
 import * as account from './account.service.ts';
+import { clientOf } from './account-audit.ts';
 import { userOf } from './authenticate.ts';
-import type { AuthDeps, ClientInfo } from './deps.ts';
+import type { AuthDeps } from './deps.ts';
 import { login } from './login.service.ts';
 import { verifyMfaLogin } from './mfa.service.ts';
 import {
   listSessions,
+  logout,
+  logoutEverywhere,
   refreshSession,
   revokeOwnSession,
-  revokeSessions,
-  revokeUserSessions,
 } from './session.service.ts';
 
 const publicRoute = { tags: ['Auth'], security: [] };
@@ -39,14 +40,6 @@ const NoContent = { 204: z.undefined().meta({ description: 'Done.' }) };
 // out must work with no body at all, as clients send it.
 const OptionalLogoutBody = LogoutBody.nullable();
 const SessionParams = z.object({ id: idParam('Not a session id.') });
-
-export function clientOf(request: {
-  ip: string;
-  headers: Record<string, string | string[] | undefined>;
-}): ClientInfo {
-  const userAgent = request.headers['user-agent'];
-  return { ip: request.ip, userAgent: typeof userAgent === 'string' ? userAgent : undefined };
-}
 
 /** Sign-up, sign-in, sessions, passwords and email verification: `/api/v1/auth/*`. */
 export const authRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app, { deps }) => {
@@ -70,7 +63,8 @@ export const authRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app,
         },
       },
     },
-    async (request, reply) => reply.status(201).send(await account.signup(deps, request.body)),
+    async (request, reply) =>
+      reply.status(201).send(await account.signup(deps, request.body, clientOf(request))),
   );
 
   app.post(
@@ -156,7 +150,7 @@ export const authRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app,
       },
     },
     async (request, reply) => {
-      await revokeSessions(deps, [userOf(request).sessionId], 'logout');
+      await logout(deps, userOf(request), clientOf(request));
       return reply.status(204).send(undefined);
     },
   );
@@ -175,7 +169,7 @@ export const authRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app,
       },
     },
     async (request, reply) => {
-      await revokeUserSessions(deps, userOf(request).userId, 'logout_all');
+      await logoutEverywhere(deps, userOf(request), clientOf(request));
       return reply.status(204).send(undefined);
     },
   );
@@ -213,7 +207,7 @@ export const authRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app,
       },
     },
     async (request, reply) => {
-      await revokeOwnSession(deps, userOf(request).userId, request.params.id);
+      await revokeOwnSession(deps, userOf(request), request.params.id, clientOf(request));
       return reply.status(204).send(undefined);
     },
   );
@@ -233,7 +227,7 @@ export const authRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app,
       },
     },
     async (request, reply) => {
-      await account.changePassword(deps, userOf(request), request.body);
+      await account.changePassword(deps, userOf(request), request.body, clientOf(request));
       return reply.status(204).send(undefined);
     },
   );
@@ -275,7 +269,7 @@ export const authRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app,
       },
     },
     async (request, reply) => {
-      await account.resetPassword(deps, request.body);
+      await account.resetPassword(deps, request.body, clientOf(request));
       return reply.status(204).send(undefined);
     },
   );
@@ -294,7 +288,7 @@ export const authRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app,
       },
     },
     async (request, reply) => {
-      await account.verifyEmail(deps, request.body.token);
+      await account.verifyEmail(deps, request.body.token, clientOf(request));
       return reply.status(204).send(undefined);
     },
   );

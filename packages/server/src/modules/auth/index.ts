@@ -10,6 +10,14 @@ import type { AuthDeps } from './deps.ts';
 import { meRoutes } from './me.routes.ts';
 
 export { createAdmin, findUserByEmail, prepareInvitedAccount } from './account.service.ts';
+export {
+  type AccountCaller,
+  auditAccount,
+  callerOf,
+  clientOf,
+  selfCaller,
+  systemCaller,
+} from './account-audit.ts';
 export { superadminOnly } from './admin-users.routes.ts';
 export {
   type ApiKeyPrincipal,
@@ -21,7 +29,7 @@ export {
   type UserPrincipal,
   userOf,
 } from './authenticate.ts';
-export type { AuthDeps } from './deps.ts';
+export type { AuthDeps, ClientInfo } from './deps.ts';
 export { normalizeEmail } from './deps.ts';
 export { createRevokedSessions, type RevokedSessions } from './revocation.ts';
 export { createTokenService, type TokenService } from './tokens.ts';

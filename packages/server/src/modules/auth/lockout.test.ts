@@ -3,6 +3,7 @@ import type { PlinthApp } from '../../app.ts';
 import {
   bearer,
   createFakeClock,
+  createOperator,
   type FakeClock,
   findUser,
   login,
@@ -14,7 +15,6 @@ import {
 } from '../../test/auth-helpers.ts';
 import { testDialects } from '../../test/dialects.ts';
 import { buildTestApp } from '../../test/harness.ts';
-import { createAdmin } from './index.ts';
 
 const [PASSWORD = '', WRONG = '', ADMIN_PASSWORD = ''] = STRONG_PASSWORDS;
 const ADA = { email: 'ada@example.com', password: PASSWORD, name: 'Ada Lovelace' };
@@ -49,7 +49,7 @@ describe.each(testDialects)('sign-in lockout on %s', (dialect) => {
   }
 
   async function adminToken(app: PlinthApp): Promise<string> {
-    await createAdmin({ db: app.database.db, config: app.config, clock: app.clock }, ADMIN);
+    await createOperator(app, ADMIN);
     return (await login(app, ADMIN.email, ADMIN.password)).accessToken;
   }
 

@@ -4,10 +4,11 @@ import { AppError } from '../../core/errors.ts';
 import type { UsersTable } from '../../db/schema.ts';
 import { mailTemplates, sendInBackground } from '../mail/index.ts';
 import { findUserByEmail } from './account.service.ts';
+import { anonymousCaller, selfCaller } from './account-audit.ts';
 import { type AuthDeps, type ClientInfo, normalizeEmail } from './deps.ts';
 import { burnPasswordVerification, hashPassword, verifyPassword } from './password.ts';
 import { startSession, type TokenPair } from './session.service.ts';
-import { assertNotLocked, clearFailures, emailKey, ipKey, recordFailure } from './throttle.ts';
+import { assertNotLocked, clearFailures, emailKey, ipKey, recordAuditedFailure } from './throttle.ts';
 
 export type LoginResult = { mfaRequired: false; pair: TokenPair } | { mfaRequired: true; mfaToken: string };
 
@@ -30,20 +31,26 @@ export async function login(
   const user = await findUserByEmail(deps, email);
   if (!user) {
     await burnPasswordVerification(input.password, auth.argon2);
-    await recordFailure(deps, [keys.email, keys.ip]);
+    await recordAuditedFailure(deps, null, anonymousCaller(client), 'user.sign_in_failed', [
+      keys.email,
+      keys.ip,
+    ]);
     deps.log.info({ ip: client.ip, outcome: 'failure' }, 'sign-in failed');
     throw new AppError(authErrors.INVALID_CREDENTIALS);
   }
   const { ok, needsRehash } = await verifyPassword(user.password_hash, input.password, auth.argon2);
   if (!ok) {
-    await recordFailure(deps, [keys.email, keys.ip]);
+    await recordAuditedFailure(deps, user.id, selfCaller(user.id, client), 'user.sign_in_failed', [
+      keys.email,
+      keys.ip,
+    ]);
     deps.log.info({ userId: user.id, ip: client.ip, outcome: 'failure' }, 'sign-in failed');
     throw new AppError(authErrors.INVALID_CREDENTIALS);
   }
   // With a second factor on, the sign-in is not over yet: clearing the failures here would let someone who knows
   // the password wipe out their wrong codes by signing in again, and guess codes without limit. verifyMfaLogin
   // clears them once the code is right.
-  if (!user.totp_enabled_at) await clearFailures(deps, keys.email);
+  if (!user.totp_enabled_at) await clearFailures(deps.db, keys.email);
   if (needsRehash) {
     // The configured cost was raised since this hash was made: upgrade it while the password is at hand.
     const hash = await hashPassword(input.password, auth.argon2);

@@ -12,6 +12,7 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { jsonResponse, problemResponses } from '../../core/responses.ts';
 import { getUser, toMe, updateMe } from './account.service.ts';
+import { callerOf } from './account-audit.ts';
 import { userOf } from './authenticate.ts';
 import type { AuthDeps } from './deps.ts';
 import { confirmTotp, disableTotp, enrollTotp, regenerateRecoveryCodes } from './mfa.service.ts';
@@ -55,7 +56,12 @@ export const meRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app, {
       },
     },
     async (request) => {
-      const { me, emailChangePending } = await updateMe(deps, userOf(request).userId, request.body);
+      const { me, emailChangePending } = await updateMe(
+        deps,
+        userOf(request).userId,
+        request.body,
+        callerOf(request),
+      );
       return { ...me, emailChangePending };
     },
   );
@@ -77,7 +83,7 @@ export const meRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app, {
         },
       },
     },
-    async (request) => enrollTotp(deps, userOf(request).userId, request.body.password),
+    async (request) => enrollTotp(deps, callerOf(request), request.body.password),
   );
 
   app.post(
@@ -96,7 +102,7 @@ export const meRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app, {
         },
       },
     },
-    async (request) => confirmTotp(deps, userOf(request).userId, request.body.code),
+    async (request) => confirmTotp(deps, callerOf(request), request.body.code),
   );
 
   app.post(
@@ -116,7 +122,7 @@ export const meRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app, {
       },
     },
     async (request, reply) => {
-      await disableTotp(deps, userOf(request).userId, request.body);
+      await disableTotp(deps, callerOf(request), request.body);
       return reply.status(204).send(undefined);
     },
   );
@@ -137,6 +143,6 @@ export const meRoutes: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app, {
         },
       },
     },
-    async (request) => regenerateRecoveryCodes(deps, userOf(request).userId, request.body),
+    async (request) => regenerateRecoveryCodes(deps, callerOf(request), request.body),
   );
 };

@@ -5,10 +5,11 @@ import { AppError } from '../../core/errors.ts';
 import { newId } from '../../core/ids.ts';
 import type { Database } from '../../db/schema.ts';
 import { assertCurrentPassword, getUser } from './account.service.ts';
+import { type AccountCaller, auditAccount, selfCaller } from './account-audit.ts';
 import type { AuthDeps, ClientInfo } from './deps.ts';
 import { completeLogin } from './login.service.ts';
 import type { TokenPair } from './session.service.ts';
-import { assertNotLocked, clearFailures, emailKey, ipKey, recordFailure } from './throttle.ts';
+import { assertNotLocked, clearFailures, emailKey, ipKey, recordAuditedFailure } from './throttle.ts';
 import {
   generateRecoveryCodes,
   generateTotpSecret,
@@ -28,32 +29,35 @@ type UserRow = Awaited<ReturnType<typeof getUser>>;
  */
 export async function enrollTotp(
   deps: AuthDeps,
-  userId: string,
+  caller: AccountCaller,
   password: string,
 ): Promise<{ secret: string; otpauthUri: string }> {
-  const user = await getUser(deps, userId);
-  await assertCurrentPassword(deps, user, password);
+  const user = await getUser(deps, caller.actor.id);
+  await assertCurrentPassword(deps, user, password, caller);
   if (user.totp_enabled_at) throw new AppError(authErrors.MFA_ALREADY_ENABLED);
   const secret = generateTotpSecret();
-  await deps.db
-    .updateTable('users')
-    .set({
-      totp_secret: encryptSecret(deps.config.encryptionKey, secret, user.id),
-      totp_last_step: null,
-      updated_at: deps.clock.now().toISOString(),
-    })
-    .where('id', '=', user.id)
-    .execute();
+  await auditAccount(deps, user.id, caller, async (trx, record) => {
+    await trx
+      .updateTable('users')
+      .set({
+        totp_secret: encryptSecret(deps.config.encryptionKey, secret, user.id),
+        totp_last_step: null,
+        updated_at: deps.clock.now().toISOString(),
+      })
+      .where('id', '=', user.id)
+      .execute();
+    await record({ action: 'user.mfa_enrolment_started', target: { type: 'user', id: user.id } });
+  });
   return { secret, otpauthUri: totpUri({ issuer: TOTP_ISSUER, account: user.email, secret }) };
 }
 
 /** Activates TOTP with a first code from the authenticator app, and hands out the recovery codes (once). */
 export async function confirmTotp(
   deps: AuthDeps,
-  userId: string,
+  caller: AccountCaller,
   code: string,
 ): Promise<{ recoveryCodes: string[] }> {
-  const user = await getUser(deps, userId);
+  const user = await getUser(deps, caller.actor.id);
   if (user.totp_enabled_at) throw new AppError(authErrors.MFA_ALREADY_ENABLED);
   if (!user.totp_secret) throw new AppError(authErrors.MFA_NOT_ENROLLED);
   const step = verifyTotp(
@@ -65,13 +69,14 @@ export async function confirmTotp(
   if (step === null) throw new AppError(authErrors.INVALID_MFA_CODE);
   const now = deps.clock.now().toISOString();
   const recoveryCodes = generateRecoveryCodes();
-  await deps.db.transaction().execute(async (trx) => {
+  await auditAccount(deps, user.id, caller, async (trx, record) => {
     await trx
       .updateTable('users')
       .set({ totp_enabled_at: now, totp_last_step: step, updated_at: now })
       .where('id', '=', user.id)
       .execute();
     await replaceRecoveryCodes(deps, trx, user.id, recoveryCodes, now);
+    await record({ action: 'user.mfa_enabled', target: { type: 'user', id: user.id } });
   });
   deps.log.info({ userId: user.id }, 'two-factor authentication enabled');
   return { recoveryCodes };
@@ -141,24 +146,27 @@ export async function verifyMfaLogin(
   await assertNotLocked(deps, keys);
   if (user.disabled_at) throw new AppError(authErrors.ACCOUNT_DISABLED);
   if (!(await acceptSecondFactor(deps, user, input.code))) {
-    await recordFailure(deps, [keys.email, keys.ip]);
+    await recordAuditedFailure(deps, user.id, selfCaller(user.id, client), 'user.mfa_failed', [
+      keys.email,
+      keys.ip,
+    ]);
     deps.log.info({ userId: user.id, ip: client.ip, outcome: 'failure' }, 'second factor refused');
     throw new AppError(authErrors.INVALID_MFA_CODE);
   }
-  await clearFailures(deps, keys.email);
+  await clearFailures(deps.db, keys.email);
   return completeLogin(deps, user, client);
 }
 
 async function reauthenticateWithSecondFactor(
   deps: AuthDeps,
-  userId: string,
+  caller: AccountCaller,
   input: { password: string; code: string },
 ): Promise<UserRow> {
-  const user = await getUser(deps, userId);
+  const user = await getUser(deps, caller.actor.id);
   if (!user.totp_enabled_at) throw new AppError(authErrors.MFA_NOT_ENABLED);
-  await assertCurrentPassword(deps, user, input.password);
+  await assertCurrentPassword(deps, user, input.password, caller);
   if (!(await acceptSecondFactor(deps, user, input.code))) {
-    await recordFailure(deps, [emailKey(user.email)]);
+    await recordAuditedFailure(deps, user.id, caller, 'user.mfa_failed', [emailKey(user.email)]);
     throw new AppError(authErrors.INVALID_MFA_CODE);
   }
   return user;
@@ -167,18 +175,19 @@ async function reauthenticateWithSecondFactor(
 /** Turns TOTP off; needs the password and a current code (or a recovery code). */
 export async function disableTotp(
   deps: AuthDeps,
-  userId: string,
+  caller: AccountCaller,
   input: { password: string; code: string },
 ): Promise<void> {
-  const user = await reauthenticateWithSecondFactor(deps, userId, input);
+  const user = await reauthenticateWithSecondFactor(deps, caller, input);
   const now = deps.clock.now().toISOString();
-  await deps.db.transaction().execute(async (trx) => {
+  await auditAccount(deps, user.id, caller, async (trx, record) => {
     await trx
       .updateTable('users')
       .set({ totp_secret: null, totp_enabled_at: null, totp_last_step: null, updated_at: now })
       .where('id', '=', user.id)
       .execute();
     await trx.deleteFrom('recovery_codes').where('user_id', '=', user.id).execute();
+    await record({ action: 'user.mfa_disabled', target: { type: 'user', id: user.id } });
   });
   deps.log.info({ userId: user.id }, 'two-factor authentication disabled');
 }
@@ -186,15 +195,14 @@ export async function disableTotp(
 /** Replaces every recovery code with ten new ones; needs the password and a current code. */
 export async function regenerateRecoveryCodes(
   deps: AuthDeps,
-  userId: string,
+  caller: AccountCaller,
   input: { password: string; code: string },
 ): Promise<{ recoveryCodes: string[] }> {
-  const user = await reauthenticateWithSecondFactor(deps, userId, input);
+  const user = await reauthenticateWithSecondFactor(deps, caller, input);
   const recoveryCodes = generateRecoveryCodes();
-  await deps.db
-    .transaction()
-    .execute((trx) =>
-      replaceRecoveryCodes(deps, trx, user.id, recoveryCodes, deps.clock.now().toISOString()),
-    );
+  await auditAccount(deps, user.id, caller, async (trx, record) => {
+    await replaceRecoveryCodes(deps, trx, user.id, recoveryCodes, deps.clock.now().toISOString());
+    await record({ action: 'user.recovery_codes_replaced', target: { type: 'user', id: user.id } });
+  });
   return { recoveryCodes };
 }

@@ -1,9 +1,10 @@
 import { authErrors } from '@plinth/shared';
-import type { Transaction } from 'kysely';
+import type { Kysely, Transaction } from 'kysely';
 import { decryptSecret, encryptSecret, randomToken, sha256Hex } from '../../core/crypto.ts';
 import { AppError } from '../../core/errors.ts';
 import { newId } from '../../core/ids.ts';
 import type { Database } from '../../db/schema.ts';
+import { auditAccount, selfCaller, systemCaller } from './account-audit.ts';
 import type { AuthDeps, ClientInfo } from './deps.ts';
 
 /** What a successful sign-in or refresh returns (the body of `POST /auth/login` and `/auth/refresh`). */
@@ -51,15 +52,18 @@ async function issuePair(
   return { accessToken: access.token, refreshToken, tokenType: 'Bearer', expiresIn: access.expiresIn };
 }
 
-/** Starts a new session (a new refresh family) for a user who has just proved who they are. */
+/**
+ * Starts a new session (a new refresh family) for a user who has just proved who they are, recording the
+ * sign-in (`user.signed_in`, the session as its target) on the account's chain.
+ */
 export async function startSession(deps: AuthDeps, userId: string, client: ClientInfo): Promise<TokenPair> {
   const now = deps.clock.now();
-  return deps.db.transaction().execute(async (trx) => {
-    const session = {
-      id: newId(),
-      userId,
-      expiresAt: addSeconds(now, deps.config.auth.sessionMaxLifetimeSeconds),
-    };
+  const session = {
+    id: newId(),
+    userId,
+    expiresAt: addSeconds(now, deps.config.auth.sessionMaxLifetimeSeconds),
+  };
+  return auditAccount(deps, userId, selfCaller(userId, client, session.id), async (trx, record) => {
     await trx
       .insertInto('sessions')
       .values({
@@ -74,7 +78,9 @@ export async function startSession(deps: AuthDeps, userId: string, client: Clien
         revoked_reason: null,
       })
       .execute();
-    return issuePair(deps, trx, session, now);
+    const pair = await issuePair(deps, trx, session, now);
+    await record({ action: 'user.signed_in', target: { type: 'session', id: session.id } });
+    return pair;
   });
 }
 
@@ -125,7 +131,7 @@ export async function refreshSession(deps: AuthDeps, refreshToken: string): Prom
             pair: JSON.parse(decryptSecret(key, row.successor, row.tokenId)) as TokenPair,
           };
         }
-        return { kind: 'reuse' as const, sessionId: row.sessionId };
+        return { kind: 'reuse' as const, sessionId: row.sessionId, userId: row.userId };
       };
       if (row.spentAt) return fromGrace();
       if (row.tokenExpiresAt <= nowIso) return { kind: 'invalid' as const };
@@ -156,7 +162,15 @@ export async function refreshSession(deps: AuthDeps, refreshToken: string): Prom
 
   if (outcome.kind === 'pair') return outcome.pair;
   if (outcome.kind === 'reuse') {
-    await revokeSessions(deps, [outcome.sessionId], 'refresh_token_reuse');
+    const { sessionId, userId } = outcome;
+    await auditAccount(deps, userId, systemCaller('auth'), async (trx, record) => {
+      await revokeSessions(deps, trx, [sessionId], 'refresh_token_reuse');
+      await record({
+        action: 'session.revoked',
+        target: { type: 'session', id: sessionId },
+        outcome: 'denied',
+      });
+    });
     deps.log.warn({ sessionId: outcome.sessionId }, 'refresh token reused after rotation: session revoked');
   }
   throw new AppError(authErrors.INVALID_REFRESH_TOKEN);
@@ -165,14 +179,19 @@ export async function refreshSession(deps: AuthDeps, refreshToken: string): Prom
 /** Raised inside the refresh transaction when another request spent the same token first; the refresh is retried. */
 class ConcurrentRefresh extends Error {}
 
-/** Ends sessions at once: their refresh tokens stop working and their access tokens are refused on next use. */
+/**
+ * Ends sessions at once, in `db` (the caller's audited transaction): their refresh tokens stop working and their
+ * access tokens are refused on next use. The in-memory revocation list learns of them before the transaction
+ * commits; should it then roll back, a session is refused a little early, never accepted late.
+ */
 export async function revokeSessions(
   deps: AuthDeps,
+  db: Kysely<Database>,
   sessionIds: readonly string[],
   reason: string,
 ): Promise<void> {
   if (sessionIds.length === 0) return;
-  await deps.db
+  await db
     .updateTable('sessions')
     .set({ revoked_at: deps.clock.now().toISOString(), revoked_reason: reason })
     .where('id', 'in', sessionIds)
@@ -181,21 +200,56 @@ export async function revokeSessions(
   await deps.revoked.add(sessionIds);
 }
 
-/** Ends every live session of a user, optionally keeping one (the caller's own, after a password change). */
+/**
+ * Ends every live session of a user, optionally keeping one (the caller's own, after a password change), in `db`.
+ * Returns how many ended.
+ */
 export async function revokeUserSessions(
   deps: AuthDeps,
+  db: Kysely<Database>,
   userId: string,
   reason: string,
   keep?: string,
-): Promise<void> {
-  let query = deps.db
+): Promise<number> {
+  let query = db
     .selectFrom('sessions')
     .select('id')
     .where('user_id', '=', userId)
     .where('revoked_at', 'is', null);
   if (keep) query = query.where('id', '!=', keep);
   const ids = (await query.execute()).map((r) => r.id);
-  await revokeSessions(deps, ids, reason);
+  await revokeSessions(deps, db, ids, reason);
+  return ids.length;
+}
+
+/** Signs out of the caller's session (`session.revoked`). */
+export function logout(deps: AuthDeps, caller: { userId: string; sessionId: string }, client: ClientInfo) {
+  return auditAccount(
+    deps,
+    caller.userId,
+    selfCaller(caller.userId, client, caller.sessionId),
+    async (trx, record) => {
+      await revokeSessions(deps, trx, [caller.sessionId], 'logout');
+      await record({ action: 'session.revoked', target: { type: 'session', id: caller.sessionId } });
+    },
+  );
+}
+
+/** Ends every session of the caller's account, this one included (`user.sessions_revoked`). */
+export function logoutEverywhere(
+  deps: AuthDeps,
+  caller: { userId: string; sessionId: string },
+  client: ClientInfo,
+) {
+  return auditAccount(
+    deps,
+    caller.userId,
+    selfCaller(caller.userId, client, caller.sessionId),
+    async (trx, record) => {
+      await revokeUserSessions(deps, trx, caller.userId, 'logout_all');
+      await record({ action: 'user.sessions_revoked', target: { type: 'user', id: caller.userId } });
+    },
+  );
 }
 
 /** The user's live sessions, newest first, marking the caller's own. */
@@ -235,15 +289,28 @@ export async function listSessions(
   }));
 }
 
-/** Ends one of the user's own sessions; another user's session id is "not found". */
-export async function revokeOwnSession(deps: AuthDeps, userId: string, sessionId: string): Promise<void> {
+/** Ends one of the user's own sessions (`session.revoked`); another user's session id is "not found". */
+export async function revokeOwnSession(
+  deps: AuthDeps,
+  caller: { userId: string; sessionId: string },
+  sessionId: string,
+  client: ClientInfo,
+): Promise<void> {
   const row = await deps.db
     .selectFrom('sessions')
     .select('id')
     .where('id', '=', sessionId)
-    .where('user_id', '=', userId)
+    .where('user_id', '=', caller.userId)
     .where('revoked_at', 'is', null)
     .executeTakeFirst();
   if (!row) throw new AppError(authErrors.SESSION_NOT_FOUND);
-  await revokeSessions(deps, [sessionId], 'user_revoked');
+  await auditAccount(
+    deps,
+    caller.userId,
+    selfCaller(caller.userId, client, caller.sessionId),
+    async (trx, record) => {
+      await revokeSessions(deps, trx, [sessionId], 'user_revoked');
+      await record({ action: 'session.revoked', target: { type: 'session', id: sessionId } });
+    },
+  );
 }

@@ -1,6 +1,8 @@
 import { authErrors } from '@plinth/shared';
-import { sql } from 'kysely';
+import { type Kysely, sql } from 'kysely';
 import { AppError } from '../../core/errors.ts';
+import type { Database } from '../../db/schema.ts';
+import { type AccountCaller, auditAccount } from './account-audit.ts';
 import type { AuthDeps } from './deps.ts';
 
 /**
@@ -45,14 +47,22 @@ export async function assertNotLocked(deps: AuthDeps, keys: { email: string; ip?
   }
 }
 
-/** Counts one failure against each key and locks the keys that reached their threshold. */
-export async function recordFailure(deps: AuthDeps, keys: readonly string[]): Promise<void> {
+/**
+ * Counts one failure against each key and locks the keys that reached their threshold, in `db` (the caller's
+ * audited transaction). Returns the keys it locked.
+ */
+export async function recordFailure(
+  deps: AuthDeps,
+  db: Kysely<Database>,
+  keys: readonly string[],
+): Promise<string[]> {
+  const locked: string[] = [];
   const now = deps.clock.now();
   const nowIso = now.toISOString();
   const forgetBefore = new Date(now.getTime() - FAILURE_MEMORY_MS).toISOString();
   for (const key of keys) {
     // One atomic upsert per key, so concurrent failures are all counted on both dialects.
-    await deps.db
+    await db
       .insertInto('login_throttles')
       .values({ key, failures: 1, locks: 0, locked_until: null, updated_at: nowIso })
       .onConflict((oc) =>
@@ -63,7 +73,7 @@ export async function recordFailure(deps: AuthDeps, keys: readonly string[]): Pr
         }),
       )
       .execute();
-    const row = await deps.db
+    const row = await db
       .selectFrom('login_throttles')
       .select(['failures', 'locks'])
       .where('key', '=', key)
@@ -72,17 +82,41 @@ export async function recordFailure(deps: AuthDeps, keys: readonly string[]): Pr
       const { lockoutBaseSeconds, lockoutMaxSeconds } = deps.config.auth;
       const seconds = Math.min(lockoutBaseSeconds * 2 ** row.locks, lockoutMaxSeconds);
       const lockedUntil = new Date(now.getTime() + seconds * 1000).toISOString();
-      await deps.db
+      await db
         .updateTable('login_throttles')
         .set({ failures: 0, locks: row.locks + 1, locked_until: lockedUntil, updated_at: nowIso })
         .where('key', '=', key)
         .execute();
       deps.log.warn({ throttle: key.split(':')[0], lockedUntil }, 'sign-in locked after repeated failures');
+      locked.push(key);
     }
   }
+  return locked;
+}
+
+/**
+ * Counts a failed sign-in, second-factor or re-authentication attempt against `keys` and records it — with a
+ * `user.locked` event when the account's key reached its threshold — on the account's chain, or the
+ * installation's when the address has no account.
+ */
+export function recordAuditedFailure(
+  deps: AuthDeps,
+  accountId: string | null,
+  caller: AccountCaller,
+  action: string,
+  keys: readonly string[],
+): Promise<void> {
+  return auditAccount(deps, accountId, caller, async (db, record) => {
+    const locked = await recordFailure(deps, db, keys);
+    const target = accountId === null ? undefined : { type: 'user', id: accountId };
+    await record({ action, target, outcome: 'failure' });
+    if (accountId !== null && locked.some((key) => key.startsWith('email:'))) {
+      await record({ action: 'user.locked', target });
+    }
+  });
 }
 
 /** Forgets the failures and locks of a key (a successful sign-in, or an admin unlocking an account). */
-export async function clearFailures(deps: AuthDeps, key: string): Promise<void> {
-  await deps.db.deleteFrom('login_throttles').where('key', '=', key).execute();
+export async function clearFailures(db: Kysely<Database>, key: string): Promise<void> {
+  await db.deleteFrom('login_throttles').where('key', '=', key).execute();
 }

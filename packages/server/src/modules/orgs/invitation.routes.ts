@@ -10,6 +10,7 @@ import { z } from 'zod';
 import { idParam } from '../../core/ids.ts';
 import { listQuerySchema } from '../../core/pagination.ts';
 import { jsonResponse, problemResponses } from '../../core/responses.ts';
+import { auditContextOf, requestAuditContext } from '../audit/record.ts';
 import { accessOf, OrgParams } from '../rbac/index.ts';
 import type { OrgDeps } from './deps.ts';
 import * as invitations from './invitation.service.ts';
@@ -38,7 +39,11 @@ export const invitationRoutes: FastifyPluginAsyncZod<{ deps: OrgDeps }> = async 
       },
     },
     async (request, reply) =>
-      reply.status(201).send(await invitations.createInvitation(deps, accessOf(request), request.body)),
+      reply
+        .status(201)
+        .send(
+          await invitations.createInvitation(deps, accessOf(request), request.body, auditContextOf(request)),
+        ),
   );
 
   app.get(
@@ -77,7 +82,12 @@ export const invitationRoutes: FastifyPluginAsyncZod<{ deps: OrgDeps }> = async 
       },
     },
     async (request, reply) => {
-      await invitations.revokeInvitation(deps, accessOf(request), request.params.invitationId);
+      await invitations.revokeInvitation(
+        deps,
+        accessOf(request),
+        request.params.invitationId,
+        auditContextOf(request),
+      );
       return reply.status(204).send(undefined);
     },
   );
@@ -107,6 +117,13 @@ export const invitationRoutes: FastifyPluginAsyncZod<{ deps: OrgDeps }> = async 
         },
       },
     },
-    async (request) => invitations.acceptInvitation(deps, request.principal, request.body),
+    async (request) =>
+      invitations.acceptInvitation(deps, request.principal, request.body, (orgId, userId) =>
+        requestAuditContext(request, orgId, {
+          type: 'user',
+          id: userId,
+          via: request.principal?.type === 'user' ? request.principal.sessionId : undefined,
+        }),
+      ),
   );
 };

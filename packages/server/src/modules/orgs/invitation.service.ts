@@ -6,6 +6,7 @@ import { newId } from '../../core/ids.ts';
 import { type ListSpec, type NoFilters, paginate } from '../../core/pagination.ts';
 import { isUniqueViolation } from '../../db/errors.ts';
 import type { InvitationsTable } from '../../db/schema.ts';
+import { type AuditContext, fieldChanges, recordAuditEvent } from '../audit/record.ts';
 import { findUserByEmail, normalizeEmail, type Principal, prepareInvitedAccount } from '../auth/index.ts';
 import { mailTemplates, sendInBackground } from '../mail/index.ts';
 import { assertCanGrant, lockOrgAccess, type OrgAccess, requireRolePermissions } from '../rbac/index.ts';
@@ -58,6 +59,7 @@ export async function createInvitation(
   deps: OrgDeps,
   access: OrgAccess,
   input: { email: string; role: string },
+  audit: AuditContext,
 ): Promise<Invitation> {
   // Invitations come from people: the mail names the inviter.
   if (access.principal.type !== 'user') throw new AppError(apiKeyErrors.API_KEY_NOT_ALLOWED);
@@ -98,6 +100,11 @@ export async function createInvitation(
       .where('revoked_at', 'is', null)
       .execute();
     await db.insertInto('invitations').values(row).execute();
+    await recordAuditEvent(db, audit, {
+      action: 'invitation.created',
+      target: { type: 'invitation', id: row.id },
+      changes: fieldChanges(null, { email, role: input.role }),
+    });
   });
 
   const [org, inviter] = await Promise.all([
@@ -121,17 +128,22 @@ export async function revokeInvitation(
   deps: OrgDeps,
   access: OrgAccess,
   invitationId: string,
+  audit: AuditContext,
 ): Promise<void> {
-  const revoked = await deps.database.withTenant(access.orgId, (db) =>
-    db
+  await deps.database.withTenant(access.orgId, async (db) => {
+    const revoked = await db
       .updateTable('invitations')
       .set({ revoked_at: deps.clock.now().toISOString() })
       .where('id', '=', invitationId)
       .where('accepted_at', 'is', null)
       .where('revoked_at', 'is', null)
-      .executeTakeFirst(),
-  );
-  if (Number(revoked.numUpdatedRows) === 0) throw new AppError(orgErrors.INVITATION_NOT_FOUND);
+      .executeTakeFirst();
+    if (Number(revoked.numUpdatedRows) === 0) throw new AppError(orgErrors.INVITATION_NOT_FOUND);
+    await recordAuditEvent(db, audit, {
+      action: 'invitation.revoked',
+      target: { type: 'invitation', id: invitationId },
+    });
+  });
 }
 
 /**
@@ -143,6 +155,7 @@ export async function acceptInvitation(
   deps: OrgDeps,
   principal: Principal | undefined,
   input: { token: string; name?: string | undefined; password?: string | undefined },
+  audit: (orgId: string, userId: string) => AuditContext,
 ): Promise<{ orgId: string; role: string; userId: string; accountCreated: boolean }> {
   if (principal?.type === 'apikey') throw new AppError(apiKeyErrors.API_KEY_NOT_ALLOWED);
   const now = deps.clock.now().toISOString();
@@ -237,6 +250,16 @@ export async function acceptInvitation(
         updated_at: now,
       })
       .execute();
+    const context = audit(invitation.org_id, userId);
+    await recordAuditEvent(db, context, {
+      action: 'invitation.accepted',
+      target: { type: 'invitation', id: invitation.id },
+    });
+    await recordAuditEvent(db, context, {
+      action: 'member.added',
+      target: { type: 'user', id: userId },
+      changes: fieldChanges(null, { role: invitation.role, accountCreated: newAccount !== undefined }),
+    });
   });
   await deps.access.memberChanged(invitation.org_id, userId);
   deps.log.info(

@@ -6,6 +6,7 @@ import {
   bearer,
   cleanupAfterEach,
   createFakeClock,
+  createOperator,
   expectProblem,
   findUser,
   latestOutboxMail,
@@ -30,7 +31,6 @@ import {
   signedInUser,
   type TestUser,
 } from '../../test/org-helpers.ts';
-import { createAdmin } from '../auth/index.ts';
 
 // Invitations bring people into an organization by email: the link carries a secret token (in the URL
 // fragment, which never reaches a server log), works once, for the invited address only, until it expires or is
@@ -417,10 +417,7 @@ describe.each(testDialects)('invitations (%s)', (dialect) => {
   it('creates a verified account for a new address, which can sign in, even with sign-up closed', async () => {
     const closed = await startTestApp(dialect, cleanups, { env: { ...ENV, SIGNUP_ENABLED: 'false' } });
     // With sign-up closed, the first account is an operator's.
-    await createAdmin(
-      { db: closed.database.db, config: closed.config, clock: closed.clock },
-      { email: 'operator@example.com', password: OPERATOR_PASSWORD },
-    );
+    await createOperator(closed, { email: 'operator@example.com', password: OPERATOR_PASSWORD });
     const operator = await login(closed, 'operator@example.com', OPERATOR_PASSWORD);
     const org = await createOrg(closed, operator.accessToken, 'Invite Only');
     const signup = await closed.inject({

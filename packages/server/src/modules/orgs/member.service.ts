@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { AppError } from '../../core/errors.ts';
 import { type ListSpec, paginate } from '../../core/pagination.ts';
 import type { Database } from '../../db/schema.ts';
-import { type AuditContext, fieldChanges, recordAuditEvent } from '../audit/index.ts';
+import { type AuditContext, fieldChanges, recordAuditEvent } from '../audit/record.ts';
 import { assertCanGrant, lockOrgAccess, type OrgAccess, requireRolePermissions } from '../rbac/index.ts';
 import type { OrgDeps } from './deps.ts';
 

@@ -11,7 +11,7 @@ import { z } from 'zod';
 import { idParam } from '../../core/ids.ts';
 import { listQuerySchema } from '../../core/pagination.ts';
 import { jsonResponse, problemResponses } from '../../core/responses.ts';
-import { auditContextOf } from '../audit/index.ts';
+import { auditContextOf } from '../audit/record.ts';
 import { superadminOnly, userOf } from '../auth/index.ts';
 import { accessOf, OrgParams } from '../rbac/index.ts';
 import type { OrgDeps } from './deps.ts';
@@ -41,7 +41,13 @@ export const orgRoutes: FastifyPluginAsyncZod<{ deps: OrgDeps }> = async (app, {
       },
     },
     async (request, reply) =>
-      reply.status(201).send(await orgs.createOrg(deps, userOf(request).userId, request.body)),
+      reply
+        .status(201)
+        .send(
+          await orgs.createOrg(deps, userOf(request).userId, request.body, (orgId) =>
+            auditContextOf(request, orgId),
+          ),
+        ),
   );
 
   app.get(
@@ -115,7 +121,7 @@ export const orgRoutes: FastifyPluginAsyncZod<{ deps: OrgDeps }> = async (app, {
       },
     },
     async (request, reply) => {
-      await orgs.deleteOrg(deps, accessOf(request));
+      await orgs.deleteOrg(deps, accessOf(request), auditContextOf(request));
       return reply.status(204).send(undefined);
     },
   );
@@ -161,6 +167,12 @@ export const adminOrgRoutes: FastifyPluginAsyncZod<{ deps: OrgDeps }> = async (a
         },
       },
     },
-    async (request) => orgs.setPlan(deps, request.params.orgId, request.body.plan),
+    async (request) =>
+      orgs.setPlan(
+        deps,
+        request.params.orgId,
+        request.body.plan,
+        auditContextOf(request, request.params.orgId),
+      ),
   );
 };

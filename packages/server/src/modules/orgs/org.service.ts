@@ -5,7 +5,7 @@ import { AppError } from '../../core/errors.ts';
 import { newId } from '../../core/ids.ts';
 import { type ListSpec, type NoFilters, paginate } from '../../core/pagination.ts';
 import { isUniqueViolation } from '../../db/errors.ts';
-import { type AuditContext, fieldChanges, recordAuditEvent } from '../audit/index.ts';
+import { type AuditContext, fieldChanges, recordAuditEvent } from '../audit/record.ts';
 import type { OrgAccess } from '../rbac/index.ts';
 import type { OrgDeps } from './deps.ts';
 import * as repo from './org.repo.ts';
@@ -44,6 +44,7 @@ export async function createOrg(
   deps: OrgDeps,
   userId: string,
   input: { name: string; slug?: string | undefined },
+  audit: (orgId: string) => AuditContext,
 ): Promise<Organization> {
   const now = deps.clock.now().toISOString();
   const base = input.slug ?? slugify(input.name);
@@ -71,6 +72,11 @@ export async function createOrg(
             updated_at: now,
           })
           .execute();
+        await recordAuditEvent(db, audit(org.id), {
+          action: 'org.created',
+          target: { type: 'org', id: org.id },
+          changes: fieldChanges(null, { name: org.name, slug: org.slug, plan: org.plan }),
+        });
       });
       deps.log.info({ orgId: org.id, userId }, 'organization created');
       return toOrganization(org);
@@ -153,9 +159,16 @@ export async function updateOrg(
   return getOrg(deps, access);
 }
 
-/** Deletes the organization and, by cascade, everything it owns; every replica forgets its memberships and keys. */
-export async function deleteOrg(deps: OrgDeps, access: OrgAccess): Promise<void> {
-  await repo.deleteOrg(deps.database.db, access.orgId);
+/**
+ * Deletes the organization and, by cascade, everything it owns — except its audit log, which outlives it (the
+ * events name the organization but do not reference it) with `org.deleted` as its last event, until retention
+ * removes it. Every replica forgets the organization's memberships and keys.
+ */
+export async function deleteOrg(deps: OrgDeps, access: OrgAccess, audit: AuditContext): Promise<void> {
+  await deps.database.withTenant(access.orgId, async (db) => {
+    await repo.deleteOrg(db, access.orgId);
+    await recordAuditEvent(db, audit, { action: 'org.deleted', target: { type: 'org', id: access.orgId } });
+  });
   await deps.access.orgChanged(access.orgId);
   deps.log.info({ orgId: access.orgId }, 'organization deleted');
 }
@@ -175,14 +188,26 @@ export async function listAllOrgs(
 }
 
 /** Moves an organization to another plan (operators only: members must not choose their own limits). */
-export async function setPlan(deps: OrgDeps, orgId: string, plan: string): Promise<Organization> {
+export async function setPlan(
+  deps: OrgDeps,
+  orgId: string,
+  plan: string,
+  audit: AuditContext,
+): Promise<Organization> {
   if (!deps.config.orgs.plans.includes(plan)) {
     throw new AppError(orgErrors.UNKNOWN_PLAN, { detail: `Plans: ${deps.config.orgs.plans.join(', ')}.` });
   }
   const org = await repo.findOrg(deps.database.db, orgId);
   if (!org) throw new AppError(orgErrors.ORG_NOT_FOUND);
   const updatedAt = deps.clock.now().toISOString();
-  await repo.updateOrg(deps.database.db, orgId, { plan, updated_at: updatedAt });
+  await deps.database.withTenant(orgId, async (db) => {
+    await repo.updateOrg(db, orgId, { plan, updated_at: updatedAt });
+    await recordAuditEvent(db, audit, {
+      action: 'org.plan_changed',
+      target: { type: 'org', id: orgId },
+      changes: fieldChanges({ plan: org.plan }, { plan }),
+    });
+  });
   // Every replica forgets the organization's cached plan, so its new limits apply from the next request.
   await deps.access.orgChanged(orgId);
   deps.log.info({ orgId, plan }, 'organization plan changed');

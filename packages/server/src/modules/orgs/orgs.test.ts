@@ -4,6 +4,7 @@ import type { PlinthApp } from '../../app.ts';
 import {
   bearer,
   cleanupAfterEach,
+  createOperator,
   expectProblem,
   login,
   STRONG_PASSWORDS,
@@ -12,7 +13,6 @@ import {
 import { testDialects } from '../../test/dialects.ts';
 import { buildTestApp } from '../../test/harness.ts';
 import { addMember, createApiKey, createOrg, signedInUser, type TestUser } from '../../test/org-helpers.ts';
-import { createAdmin } from '../auth/index.ts';
 
 // Organizations are the tenants: whoever creates one owns it, members see only their own, and only the
 // installation's operators (superadmins) choose an organization's plan, since plans set rate limits and quotas.
@@ -329,10 +329,7 @@ describe.each(testDialects)('organizations (%s)', (dialect) => {
     /** A superadmin, made the way `plinth create-admin` makes one, signed in. */
     async function operator(): Promise<string> {
       const email = address('operator');
-      await createAdmin(
-        { db: app.database.db, config: app.config, clock: app.clock },
-        { email, password: OPERATOR_PASSWORD },
-      );
+      await createOperator(app, { email, password: OPERATOR_PASSWORD });
       return (await login(app, email, OPERATOR_PASSWORD)).accessToken;
     }
     const adminPatch = (token: string, orgId: string, payload: Record<string, unknown>) =>
@@ -427,10 +424,7 @@ describe.each(testDialects)('organizations (%s)', (dialect) => {
     const org = await createOrg(custom, ada.accessToken, 'Starter Org');
     expect(org.plan).toBe('starter');
 
-    await createAdmin(
-      { db: custom.database.db, config: custom.config, clock: custom.clock },
-      { email: 'operator@example.com', password: OPERATOR_PASSWORD },
-    );
+    await createOperator(custom, { email: 'operator@example.com', password: OPERATOR_PASSWORD });
     const { accessToken } = await login(custom, 'operator@example.com', OPERATOR_PASSWORD);
     const patch = (plan: string) =>
       custom.inject({

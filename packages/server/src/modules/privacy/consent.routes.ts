@@ -2,7 +2,7 @@ import { ConsentPurposeList, ConsentRecord, MyConsents, RecordConsentBody } from
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { listQuerySchema } from '../../core/pagination.ts';
 import { jsonResponse, problemResponses } from '../../core/responses.ts';
-import { userOf } from '../auth/index.ts';
+import { callerOf, userOf } from '../auth/index.ts';
 import { consentHistoryList } from './consent.repo.ts';
 import { myConsents, recordConsent } from './consent.service.ts';
 import type { PrivacyDeps } from './deps.ts';
@@ -51,18 +51,7 @@ export const consentRoutes: FastifyPluginAsyncZod<{ deps: PrivacyDeps }> = async
       },
     },
     async (request, reply) => {
-      const { userId } = userOf(request);
-      const userAgent = request.headers['user-agent'];
-      const record = await recordConsent(
-        deps,
-        {
-          userId,
-          ip: request.ip,
-          userAgent: typeof userAgent === 'string' ? userAgent : undefined,
-          requestId: request.id,
-        },
-        request.body,
-      );
+      const record = await recordConsent(deps, callerOf(request), request.body);
       return reply.status(201).send(record);
     },
   );

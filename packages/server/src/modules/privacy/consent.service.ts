@@ -9,19 +9,13 @@ import type { Kysely } from 'kysely';
 import { AppError } from '../../core/errors.ts';
 import { newId } from '../../core/ids.ts';
 import type { Database } from '../../db/schema.ts';
+import { fieldChanges } from '../audit/record.ts';
+import { type AccountCaller, auditAccount } from '../auth/index.ts';
 import * as repo from './consent.repo.ts';
 import type { PrivacyDeps } from './deps.ts';
 
 /** The longest User-Agent kept as evidence, in characters (as for sessions). */
 const USER_AGENT_MAX_LENGTH = 512;
-
-/** Who records a consent, and the request that carries it: the evidence stored with the record. */
-export interface ConsentEvidence {
-  userId: string;
-  ip: string;
-  userAgent: string | undefined;
-  requestId: string;
-}
 
 /** A stored record as the API shows it. */
 export function toConsentRecord(row: repo.ConsentRow): ConsentRecord {
@@ -45,7 +39,7 @@ export function toConsentRecord(row: repo.ConsentRow): ConsentRecord {
  */
 export async function recordConsent(
   deps: PrivacyDeps,
-  evidence: ConsentEvidence,
+  caller: AccountCaller,
   input: RecordConsentBody,
 ): Promise<ConsentRecord> {
   if (!deps.purposes.has(input.purpose)) {
@@ -53,17 +47,26 @@ export async function recordConsent(
       detail: `"${input.purpose}" is not a declared consent purpose; GET /api/v1/consent-purposes lists them.`,
     });
   }
-  // When the audit module lands, its event is written in a transaction with this insert.
-  const row = await repo.insertConsentRecord(deps.database.db, {
-    id: newId(),
-    user_id: evidence.userId,
-    purpose: input.purpose,
-    granted: input.granted ? 1 : 0,
-    policy_version: input.policyVersion,
-    recorded_at: deps.clock.now().toISOString(),
-    ip: evidence.ip,
-    user_agent: evidence.userAgent?.slice(0, USER_AGENT_MAX_LENGTH) ?? null,
-    request_id: evidence.requestId,
+  const userId = caller.actor.id;
+  const { client } = caller;
+  const row = await auditAccount(deps, userId, caller, async (db, record) => {
+    const inserted = await repo.insertConsentRecord(db, {
+      id: newId(),
+      user_id: userId,
+      purpose: input.purpose,
+      granted: input.granted ? 1 : 0,
+      policy_version: input.policyVersion,
+      recorded_at: deps.clock.now().toISOString(),
+      ip: client?.ip ?? null,
+      user_agent: client?.userAgent?.slice(0, USER_AGENT_MAX_LENGTH) ?? null,
+      request_id: client?.requestId ?? null,
+    });
+    await record({
+      action: input.granted ? 'consent.granted' : 'consent.withdrawn',
+      target: { type: 'consent', id: input.purpose },
+      changes: fieldChanges(null, { policyVersion: input.policyVersion }),
+    });
+    return inserted;
   });
   return toConsentRecord(row);
 }

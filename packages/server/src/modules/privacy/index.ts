@@ -4,7 +4,7 @@ import { consentPurposeRoutes, consentRoutes } from './consent.routes.ts';
 import type { PrivacyDeps } from './deps.ts';
 import type { ConsentPurposeRegistry } from './purposes.ts';
 
-export { type ConsentEvidence, consentsForExport, toConsentRecord } from './consent.service.ts';
+export { consentsForExport, toConsentRecord } from './consent.service.ts';
 export type { PrivacyDeps } from './deps.ts';
 export {
   type ConsentPurposeRegistry,

@@ -8,6 +8,7 @@ import { buildApp, type PlinthApp } from '../../app.ts';
 import {
   bearer,
   cleanupAfterEach,
+  createOperator,
   expectProblem,
   login,
   loginResponse,
@@ -18,7 +19,6 @@ import { testDialects, testRedisUrl } from '../../test/dialects.ts';
 import { createTestDatabase, installationSecrets, testConfig } from '../../test/harness.ts';
 import { addMember, createApiKey, createOrg, signedInUser } from '../../test/org-helpers.ts';
 import { TcpProxy } from '../../test/tcp-proxy.ts';
-import { createAdmin } from '../auth/index.ts';
 
 const cleanups = cleanupAfterEach();
 afterEach(() => {
@@ -318,10 +318,7 @@ describe.each(testDialects)('rate limits (%s)', (dialect) => {
 
       const operatorEmail = 'operator@example.com';
       const operatorPassword = 'granite moss picnic tulip voyage';
-      await createAdmin(
-        { db: app.database.db, config: app.config, clock: app.clock },
-        { email: operatorEmail, password: operatorPassword },
-      );
+      await createOperator(app, { email: operatorEmail, password: operatorPassword });
       const operator = await login(app, operatorEmail, operatorPassword);
       const upgrade = await app.inject({
         method: 'PATCH',
@@ -339,7 +336,7 @@ describe.each(testDialects)('rate limits (%s)', (dialect) => {
       const app = await start({ user: { points: 1, durationSeconds: 60 } });
       const email = 'operator@example.com';
       const password = 'granite moss picnic tulip voyage';
-      await createAdmin({ db: app.database.db, config: app.config, clock: app.clock }, { email, password });
+      await createOperator(app, { email, password });
       const { accessToken } = await login(app, email, password);
       for (let i = 0; i < 5; i++) {
         const res = await app.inject({

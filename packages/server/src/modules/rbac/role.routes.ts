@@ -3,6 +3,7 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { idParam } from '../../core/ids.ts';
 import { jsonResponse, problemResponses } from '../../core/responses.ts';
+import { auditContextOf } from '../audit/record.ts';
 import { accessOf } from './access.ts';
 import type { AccessRegistry } from './registry.ts';
 import type { RbacDeps } from './role.service.ts';
@@ -47,7 +48,9 @@ export const roleRoutes: FastifyPluginAsyncZod<{ deps: RbacDeps }> = async (app,
       },
     },
     async (request, reply) =>
-      reply.status(201).send(await roles.createRole(deps, accessOf(request), request.body)),
+      reply
+        .status(201)
+        .send(await roles.createRole(deps, accessOf(request), request.body, auditContextOf(request))),
   );
 
   app.get(
@@ -80,7 +83,14 @@ export const roleRoutes: FastifyPluginAsyncZod<{ deps: RbacDeps }> = async (app,
         response: { 200: jsonResponse(Role, 'The role.'), ...problemResponses(400, 401, 403, 404, 409) },
       },
     },
-    async (request) => roles.updateRole(deps, accessOf(request), request.params.roleName, request.body),
+    async (request) =>
+      roles.updateRole(
+        deps,
+        accessOf(request),
+        request.params.roleName,
+        request.body,
+        auditContextOf(request),
+      ),
   );
 
   app.delete(
@@ -97,7 +107,7 @@ export const roleRoutes: FastifyPluginAsyncZod<{ deps: RbacDeps }> = async (app,
       },
     },
     async (request, reply) => {
-      await roles.deleteRole(deps, accessOf(request), request.params.roleName);
+      await roles.deleteRole(deps, accessOf(request), request.params.roleName, auditContextOf(request));
       return reply.status(204).send(undefined);
     },
   );

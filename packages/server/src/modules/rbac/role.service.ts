@@ -4,6 +4,7 @@ import type { Clock } from '../../core/clock.ts';
 import { AppError } from '../../core/errors.ts';
 import type { DatabaseHandle } from '../../db/database.ts';
 import type { Database } from '../../db/schema.ts';
+import { type AuditContext, fieldChanges, recordAuditEvent } from '../audit/record.ts';
 import type { AccessResolver, OrgAccess } from './access.ts';
 import type { AccessRegistry } from './registry.ts';
 import * as repo from './role.repo.ts';
@@ -78,6 +79,7 @@ export async function createRole(
   deps: RbacDeps,
   access: OrgAccess,
   input: { name: string; description: string; permissions: string[] },
+  audit: AuditContext,
 ): Promise<Role> {
   if (deps.registry.builtInRole(input.name)) throw new AppError(orgErrors.ROLE_EXISTS);
   const permissions = [...new Set(input.permissions)];
@@ -87,6 +89,11 @@ export async function createRole(
   await deps.database.withTenant(access.orgId, async (db) => {
     if (await repo.findCustomRole(db, input.name)) throw new AppError(orgErrors.ROLE_EXISTS);
     await repo.insertCustomRole(db, access.orgId, role, deps.clock.now().toISOString());
+    await recordAuditEvent(db, audit, {
+      action: 'role.created',
+      target: { type: 'role', id: role.name },
+      changes: fieldChanges(null, role),
+    });
   });
   return customView(role);
 }
@@ -96,6 +103,7 @@ export async function updateRole(
   access: OrgAccess,
   name: string,
   input: { name?: string | undefined; description?: string | undefined; permissions?: string[] | undefined },
+  audit: AuditContext,
 ): Promise<Role> {
   if (deps.registry.builtInRole(name)) throw new AppError(orgErrors.BUILT_IN_ROLE);
   if (input.name !== undefined && input.name !== name && deps.registry.builtInRole(input.name)) {
@@ -116,13 +124,26 @@ export async function updateRole(
     if (next.name !== name && (await repo.findCustomRole(db, next.name)))
       throw new AppError(orgErrors.ROLE_EXISTS);
     await repo.updateCustomRole(db, name, next, deps.clock.now().toISOString());
+    await recordAuditEvent(db, audit, {
+      action: 'role.updated',
+      target: { type: 'role', id: name },
+      changes: fieldChanges(
+        { name: current.name, description: current.description, permissions: current.permissions },
+        next,
+      ),
+    });
     return next;
   });
   await deps.access.orgChanged(access.orgId);
   return customView(updated);
 }
 
-export async function deleteRole(deps: RbacDeps, access: OrgAccess, name: string): Promise<void> {
+export async function deleteRole(
+  deps: RbacDeps,
+  access: OrgAccess,
+  name: string,
+  audit: AuditContext,
+): Promise<void> {
   if (deps.registry.builtInRole(name)) throw new AppError(orgErrors.BUILT_IN_ROLE);
   await deps.database.withTenant(access.orgId, async (db) => {
     await repo.lockOrgAccess(db, deps.database.dialect, access.orgId);
@@ -132,6 +153,7 @@ export async function deleteRole(deps: RbacDeps, access: OrgAccess, name: string
     if (await repo.isRoleInUse(db, name, deps.clock.now().toISOString()))
       throw new AppError(orgErrors.ROLE_IN_USE);
     await repo.deleteCustomRole(db, name);
+    await recordAuditEvent(db, audit, { action: 'role.deleted', target: { type: 'role', id: name } });
   });
   await deps.access.orgChanged(access.orgId);
 }
