@@ -34,6 +34,7 @@ import {
   createTokenService,
   systemCaller,
 } from './modules/auth/index.ts';
+import { createJobQueue, type JobQueue } from './modules/jobs/index.ts';
 import { createMailer } from './modules/mail/index.ts';
 import {
   createMetrics,
@@ -63,6 +64,8 @@ declare module 'fastify' {
     /** The shared Redis client when `REDIS_URL` is set (scale-out mode); undefined in embedded mode. */
     redis: Redis | undefined;
     clock: Clock;
+    /** The durable background job queue: modules define their jobs and schedules on it at start-up. */
+    jobs: JobQueue;
   }
 }
 
@@ -139,6 +142,12 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   app.decorate('database', database);
   app.decorate('redis', redis);
   app.decorate('clock', clock);
+  const jobs = createJobQueue({ db: database.db, clock, log: app.log, config: config.jobs });
+  app.decorate('jobs', jobs);
+  // Jobs and schedules are defined while the modules register; the worker starts once every module has. Before
+  // the server closes its connections, it stops taking jobs and lets running ones finish (or hands them back).
+  if (config.jobs.worker) app.addHook('onReady', async () => jobs.start());
+  app.addHook('preClose', async () => jobs.stop());
 
   const broadcast = createBroadcast(redis, app.log);
   app.addHook('onClose', async () => broadcast.close());

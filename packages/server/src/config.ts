@@ -118,6 +118,20 @@ export interface Config {
   readonly timeouts: TimeoutsConfig;
   readonly loadShedding: LoadSheddingConfig;
   readonly rateLimits: RateLimitsConfig;
+  readonly jobs: JobsConfig;
+}
+
+export interface JobsConfig {
+  /** Whether this process runs background jobs and schedules (a replica may serve requests only). */
+  readonly worker: boolean;
+  /** How many jobs this process runs at once. */
+  readonly concurrency: number;
+  /** How often an idle worker looks for due jobs and schedules, in milliseconds. */
+  readonly pollIntervalMs: number;
+  /** How long a claimed job stays with its worker without a heartbeat before another may take it, in seconds. */
+  readonly visibilityTimeoutSeconds: number;
+  /** How long a shutdown waits for running jobs before handing them back to the queue, in milliseconds. */
+  readonly shutdownGraceMs: number;
 }
 
 export interface RateLimitsConfig {
@@ -355,6 +369,11 @@ const EnvSchema = z.object({
   LOAD_SHED_SAMPLE_INTERVAL_MS: integer(100, 60_000).default(1000),
   LOAD_SHED_RETRY_AFTER_SECONDS: integer(1, 3600).default(10),
   RATE_LIMITS_ENABLED: booleanString.default(true),
+  JOBS_WORKER: booleanString.default(true),
+  JOBS_CONCURRENCY: integer(1, 256).default(4),
+  JOBS_POLL_INTERVAL_MS: integer(10, 600_000).default(1000),
+  JOBS_VISIBILITY_TIMEOUT_SECONDS: integer(5, 86_400).default(300),
+  JOBS_SHUTDOWN_GRACE_MS: integer(0, 600_000).default(10_000),
   RATE_LIMITS_FILE: z.string().optional(),
 });
 
@@ -511,6 +530,13 @@ export function loadConfig(env: Record<string, string | undefined> = processEnvW
       retryAfterSeconds: e.LOAD_SHED_RETRY_AFTER_SECONDS,
     },
     rateLimits: { enabled: e.RATE_LIMITS_ENABLED, table: rateLimitTable },
+    jobs: {
+      worker: e.JOBS_WORKER,
+      concurrency: e.JOBS_CONCURRENCY,
+      pollIntervalMs: e.JOBS_POLL_INTERVAL_MS,
+      visibilityTimeoutSeconds: e.JOBS_VISIBILITY_TIMEOUT_SECONDS,
+      shutdownGraceMs: e.JOBS_SHUTDOWN_GRACE_MS,
+    },
   });
 }
 

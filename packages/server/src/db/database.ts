@@ -1,7 +1,15 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
-import { Kysely, type LogEvent, PostgresDialect, SqliteDialect, sql, type Transaction } from 'kysely';
+import {
+  Kysely,
+  type LogEvent,
+  PostgresAdapter,
+  PostgresDialect,
+  SqliteDialect,
+  sql,
+  type Transaction,
+} from 'kysely';
 import pg from 'pg';
 import type { DatabaseConfig } from '../config.ts';
 import { type Database, PLATFORM_TENANT_TABLES } from './schema.ts';
@@ -37,6 +45,14 @@ export interface DatabaseHandle {
   /** Resolves when the database (and the read replica, if any) answers a trivial query. */
   ping(): Promise<void>;
   close(): Promise<void>;
+}
+
+/**
+ * Whether `db` talks to PostgreSQL, learnt from the executor itself: code that takes the caller's transaction
+ * (the audit writer, the job queue) needs the dialect without every caller passing it.
+ */
+export function isPostgres(db: Kysely<Database>): boolean {
+  return db.getExecutor().adapter instanceof PostgresAdapter;
 }
 
 export interface DatabaseOptions {

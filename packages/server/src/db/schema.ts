@@ -25,6 +25,8 @@ export interface Database {
   audit_events: AuditEventsTable;
   audit_chain_heads: AuditChainHeadsTable;
   consent_records: ConsentRecordsTable;
+  jobs: JobsTable;
+  job_schedules: JobSchedulesTable;
 }
 
 /**
@@ -275,4 +277,44 @@ export interface AuditChainHeadsTable {
   hash: string;
   /** Events with `seq` at most this have been archived and may be deleted (retention); 0 for none. */
   archived_through_seq: number;
+}
+
+/** What a job is doing: waiting (or backing off), held by a worker, done, given up on, or called off. */
+export type JobState = 'queued' | 'running' | 'succeeded' | 'dead' | 'cancelled';
+
+/** One background job (see modules/jobs). */
+export interface JobsTable {
+  id: string;
+  queue: string;
+  /** The registered handler's name, e.g. `privacy.export`. */
+  name: string;
+  /** JSON, checked against the handler's schema when enqueued and again when run. */
+  payload: string;
+  state: JobState;
+  /** Higher runs first among due jobs. */
+  priority: number;
+  /** Not before this time: the first run, or the next retry. */
+  run_at: Timestamp;
+  /** Runs started so far. */
+  attempts: number;
+  max_attempts: number;
+  /** Unique where set: enqueueing the same key again yields the existing job. */
+  idempotency_key: string | null;
+  /** The worker holding a running job, and until when; past it, another worker may take the job over. */
+  locked_by: string | null;
+  locked_until: Timestamp | null;
+  /** The last failure's message (bounded). */
+  last_error: string | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+  finished_at: Timestamp | null;
+}
+
+/** A recurring job's next due time; replicas advance it with a compare-and-set, so each run fires once. */
+export interface JobSchedulesTable {
+  name: string;
+  /** The cron expression (UTC) the next time was computed from. */
+  cron: string;
+  next_run_at: Timestamp;
+  last_run_at: Timestamp | null;
 }

@@ -53,7 +53,9 @@ async function withPgClient<T>(work: (client: pg.Client) => Promise<T>): Promise
 
 /**
  * A test configuration: quiet logs, its own data directory and database, rate limits no test reaches (unless
- * `env` sets `RATE_LIMITS_FILE`; an empty value means the defaults), everything else at defaults.
+ * `env` sets `RATE_LIMITS_FILE`; an empty value means the defaults), no background job worker (tests run due jobs
+ * with `app.jobs.drain()`, at the moment they choose, on their fake clock; `JOBS_WORKER: 'true'` turns it on),
+ * everything else at defaults.
  */
 export function testConfig(database: TestDatabase, env: Record<string, string> = {}): Config {
   return loadConfig({
@@ -63,6 +65,7 @@ export function testConfig(database: TestDatabase, env: Record<string, string> =
     DATABASE_URL: database.url,
     AUTO_MIGRATE: 'true',
     JWT_SECRET: randomBytes(32).toString('base64url'),
+    JOBS_WORKER: 'false',
     ...('RATE_LIMITS_FILE' in env
       ? {}
       : { RATE_LIMITS_FILE: writeUnlimitedRateLimitsFile(database.dataDir, planNames(env.ORG_PLANS)) }),

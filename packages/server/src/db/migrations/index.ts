@@ -5,6 +5,7 @@ import { organizations } from './20261122T0300-organizations.ts';
 import { audit } from './20261201T0100-audit.ts';
 import { consents } from './20261201T0200-consents.ts';
 import { auditChains } from './20261201T0300-audit-chains.ts';
+import { jobs } from './20261201T0400-jobs.ts';
 
 /**
  * Every migration, keyed by a timestamped name that sorts in the order they must run. One set serves both
@@ -17,4 +18,5 @@ export const migrations: Record<string, Migration> = {
   '20261201T0100-audit': audit,
   '20261201T0200-consents': consents,
   '20261201T0300-audit-chains': auditChains,
+  '20261201T0400-jobs': jobs,
 };

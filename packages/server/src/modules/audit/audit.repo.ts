@@ -1,10 +1,5 @@
-import {
-  type Kysely,
-  PostgresAdapter,
-  type Selectable,
-  type SelectQueryBuilder,
-  type Transaction,
-} from 'kysely';
+import type { Selectable, SelectQueryBuilder, Transaction } from 'kysely';
+import { isPostgres } from '../../db/database.ts';
 import type { AuditChainHeadsTable, AuditEventsTable, Database } from '../../db/schema.ts';
 
 /**
@@ -25,14 +20,6 @@ export interface AuditEventFilters {
   targetId?: string | undefined;
   from?: string | undefined;
   to?: string | undefined;
-}
-
-/**
- * Whether `db` talks to PostgreSQL. The audit writer takes the caller's transaction, whichever module opened it,
- * so it learns the dialect from the transaction itself rather than from every caller.
- */
-function isPostgres(db: Kysely<Database>): boolean {
-  return db.getExecutor().adapter instanceof PostgresAdapter;
 }
 
 /**

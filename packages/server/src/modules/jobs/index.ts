@@ -1,0 +1,10 @@
+export {
+  createJobQueue,
+  type EnqueueOptions,
+  type JobContext,
+  type JobDefinition,
+  type JobQueue,
+  nextCronTime,
+  PermanentJobError,
+  retryDelaySeconds,
+} from './queue.ts';

@@ -1,0 +1,371 @@
+import { randomBytes, randomInt } from 'node:crypto';
+import { hostname } from 'node:os';
+import { Cron } from 'croner';
+import type { FastifyBaseLogger } from 'fastify';
+import type { Kysely } from 'kysely';
+import type { z } from 'zod';
+import type { JobsConfig } from '../../config.ts';
+import type { Clock } from '../../core/clock.ts';
+import { newId } from '../../core/ids.ts';
+import type { Database } from '../../db/schema.ts';
+import * as repo from './jobs.repo.ts';
+
+/** What a handler learns about the run it is in. */
+export interface JobContext {
+  jobId: string;
+  /** 1 for the first run, 2 for the first retry, … */
+  attempt: number;
+  /**
+   * Stable across every run of this job (its idempotency key, or its id): a handler whose effect happens outside
+   * the database (a mail, a webhook) passes it on, so that a retry after a crash does not do the thing twice.
+   */
+  idempotencyKey: string;
+}
+
+/** A job's type: its payload's schema and the handler that does the work. */
+export interface JobDefinition<Payload> {
+  payload: z.ZodType<Payload>;
+  handler: (payload: Payload, context: JobContext) => Promise<void>;
+  /** Runs before the job is dead; 5 when omitted. */
+  maxAttempts?: number;
+  /** The first retry's delay in seconds, doubling per attempt up to `maxBackoffSeconds`; 10 when omitted. */
+  backoffSeconds?: number;
+  /** The longest delay between retries, in seconds; 3600 when omitted. */
+  maxBackoffSeconds?: number;
+}
+
+export interface EnqueueOptions {
+  /** Not before this time (default: now). */
+  runAt?: Date;
+  /** Not before this many seconds from now (instead of `runAt`). */
+  delaySeconds?: number;
+  /** Higher runs first among due jobs; 0 when omitted. */
+  priority?: number;
+  /** Enqueueing the same key again returns the job that holds it instead of making another. */
+  idempotencyKey?: string;
+  /** Overrides the definition's `maxAttempts`. */
+  maxAttempts?: number;
+  /**
+   * The transaction to enqueue in: the job then exists exactly when the change that asked for it commits (the
+   * outbox pattern). The queue's own database otherwise.
+   */
+  db?: Kysely<Database>;
+}
+
+export interface JobQueue {
+  /** Registers the handler of a job name; at start-up, before any job of the name can run. */
+  define<Payload>(name: string, definition: JobDefinition<Payload>): void;
+  /** Adds a job (its payload checked against the definition's schema). */
+  enqueue<Payload>(
+    name: string,
+    payload: Payload,
+    options?: EnqueueOptions,
+  ): Promise<{ id: string; created: boolean }>;
+  /**
+   * Runs job `job` with `payload` on a cron schedule (five or six fields, UTC), once per due time across every
+   * replica. At start-up, like `define`.
+   */
+  schedule<Payload>(name: string, cron: string, job: { name: string; payload: Payload }): void;
+  /** Runs every due job and schedule now, until none is left due; returns how many jobs ran. For tests and the CLI. */
+  drain(): Promise<number>;
+  /** Starts the background worker (polling for due jobs and schedules). */
+  start(): void;
+  /**
+   * Stops taking work and waits up to `JOBS_SHUTDOWN_GRACE_MS` for running jobs; those still running then are
+   * handed back to the queue for another worker, without using up an attempt.
+   */
+  stop(): Promise<void>;
+}
+
+export interface JobQueueDeps {
+  db: Kysely<Database>;
+  clock: Clock;
+  log: FastifyBaseLogger;
+  config: JobsConfig;
+}
+
+const DEFAULT_MAX_ATTEMPTS = 5;
+const DEFAULT_BACKOFF_SECONDS = 10;
+const DEFAULT_MAX_BACKOFF_SECONDS = 3600;
+/** A stored error message is cut to this many characters. */
+const ERROR_MAX_LENGTH = 2000;
+
+/**
+ * The delay before retry `attempt` (1 after the first failure): exponential from `base`, capped at `max`, with
+ * "equal jitter" — half fixed, half random — so that jobs which failed together do not retry together, while the
+ * delay still grows.
+ */
+export function retryDelaySeconds(attempt: number, base: number, max: number): number {
+  const ceiling = Math.min(max, base * 2 ** Math.max(0, attempt - 1));
+  const half = ceiling / 2;
+  return half + (randomInt(0, 1_000_001) / 1_000_000) * half;
+}
+
+/** The next time a cron expression (UTC) fires strictly after `after`. */
+export function nextCronTime(cron: string, after: Date): Date {
+  const next = new Cron(cron, { timezone: 'UTC', paused: true }).nextRun(after);
+  if (!next) throw new Error(`cron expression "${cron}" never fires again`);
+  return next;
+}
+
+interface Registered {
+  name: string;
+  definition: JobDefinition<unknown>;
+}
+
+/**
+ * The durable job queue over the `jobs` table. Claims are atomic (see repo.claimDue), so several workers —
+ * threads of one replica or many replicas — never run one job at the same time; a worker that dies leaves its
+ * jobs locked until `JOBS_VISIBILITY_TIMEOUT_SECONDS` pass, and then another takes them over (at-least-once). A
+ * running job's lock is renewed every third of that time while its handler works.
+ */
+export function createJobQueue(deps: JobQueueDeps): JobQueue {
+  const { db, clock, log, config } = deps;
+  const definitions = new Map<string, Registered>();
+  const schedules = new Map<string, { cron: string; job: { name: string; payload: unknown } }>();
+  const workerId = `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
+  const running = new Set<Promise<void>>();
+  let timer: NodeJS.Timeout | undefined;
+  let started = false;
+  let stopping = false;
+  let ticking = false;
+
+  const iso = (date: Date) => date.toISOString();
+  const lockedUntil = () => iso(new Date(clock.now().getTime() + config.visibilityTimeoutSeconds * 1000));
+
+  function definitionOf(name: string): Registered {
+    const registered = definitions.get(name);
+    if (!registered) throw new Error(`no job named "${name}" is defined`);
+    return registered;
+  }
+
+  async function enqueue<Payload>(
+    name: string,
+    payload: Payload,
+    options: EnqueueOptions = {},
+  ): Promise<{ id: string; created: boolean }> {
+    const { definition } = definitionOf(name);
+    const checked = definition.payload.parse(payload);
+    const now = clock.now();
+    const runAt =
+      options.runAt ??
+      (options.delaySeconds === undefined ? now : new Date(now.getTime() + options.delaySeconds * 1000));
+    const result = await repo.insertJob(options.db ?? db, {
+      id: newId(),
+      queue: 'default',
+      name,
+      payload: JSON.stringify(checked),
+      state: 'queued',
+      priority: options.priority ?? 0,
+      run_at: iso(runAt),
+      attempts: 0,
+      max_attempts: options.maxAttempts ?? definition.maxAttempts ?? DEFAULT_MAX_ATTEMPTS,
+      idempotency_key: options.idempotencyKey ?? null,
+      locked_by: null,
+      locked_until: null,
+      last_error: null,
+      created_at: iso(now),
+      updated_at: iso(now),
+      finished_at: null,
+    });
+    // A job due now need not wait for the next poll (in this process; other replicas find it when they poll).
+    if (result.created && started && runAt <= now) wake();
+    return result;
+  }
+
+  /** Runs one claimed job to its end: done, retried later, or dead. Never throws. */
+  async function run(job: repo.JobRow): Promise<void> {
+    const registered = definitions.get(job.name);
+    const heartbeat = setInterval(
+      () => {
+        repo.extendLock(db, job.id, workerId, lockedUntil()).catch((err: unknown) => {
+          log.warn({ err, jobId: job.id }, 'could not renew a job lock');
+        });
+      },
+      Math.max(1000, (config.visibilityTimeoutSeconds * 1000) / 3),
+    );
+    heartbeat.unref();
+    try {
+      if (!registered) throw new PermanentJobError(`no job named "${job.name}" is defined`);
+      const parsed = registered.definition.payload.safeParse(JSON.parse(job.payload));
+      if (!parsed.success) throw new PermanentJobError(`payload does not match: ${parsed.error.message}`);
+      await registered.definition.handler(parsed.data, {
+        jobId: job.id,
+        attempt: job.attempts,
+        idempotencyKey: job.idempotency_key ?? job.id,
+      });
+      await repo.finishRun(db, job.id, workerId, { state: 'succeeded', now: iso(clock.now()) });
+    } catch (error) {
+      await fail(job, registered, error).catch((err: unknown) => {
+        // The lock runs out and another worker retries it: at-least-once still holds.
+        log.error({ err, jobId: job.id }, 'could not record a job failure');
+      });
+    } finally {
+      clearInterval(heartbeat);
+    }
+  }
+
+  async function fail(job: repo.JobRow, registered: Registered | undefined, error: unknown): Promise<void> {
+    const message = (error instanceof Error ? error.message : String(error)).slice(0, ERROR_MAX_LENGTH);
+    const now = clock.now();
+    const permanent = error instanceof PermanentJobError;
+    if (permanent || job.attempts >= job.max_attempts) {
+      await repo.finishRun(db, job.id, workerId, { state: 'dead', now: iso(now), error: message });
+      log.error(
+        { jobId: job.id, job: job.name, attempts: job.attempts, error: message },
+        'job failed for good',
+      );
+      return;
+    }
+    const definition = registered?.definition;
+    const delay = retryDelaySeconds(
+      job.attempts,
+      definition?.backoffSeconds ?? DEFAULT_BACKOFF_SECONDS,
+      definition?.maxBackoffSeconds ?? DEFAULT_MAX_BACKOFF_SECONDS,
+    );
+    const runAt = iso(new Date(now.getTime() + delay * 1000));
+    await repo.finishRun(db, job.id, workerId, {
+      state: 'queued',
+      now: iso(now),
+      runAt,
+      error: message,
+    });
+    log.warn(
+      { jobId: job.id, job: job.name, attempt: job.attempts, retryAt: runAt, error: message },
+      'job failed',
+    );
+  }
+
+  /** Claims up to `limit` due jobs of the names this process can run. */
+  function claim(limit: number): Promise<repo.JobRow[]> {
+    const now = clock.now();
+    return repo.claimDue(db, {
+      names: [...definitions.keys()],
+      limit,
+      workerId,
+      now: iso(now),
+      lockedUntil: lockedUntil(),
+    });
+  }
+
+  /** Fires every due schedule once across replicas: the replica that advances its due time enqueues the run. */
+  async function fireSchedules(): Promise<void> {
+    const now = clock.now();
+    for (const [name, { cron, job }] of schedules) {
+      const row = await repo.findSchedule(db, name);
+      if (!row) {
+        await repo.createSchedule(db, {
+          name,
+          cron,
+          next_run_at: iso(nextCronTime(cron, now)),
+          last_run_at: null,
+        });
+        continue;
+      }
+      const expected = { cron: row.cron, nextRunAt: row.next_run_at };
+      if (row.cron !== cron) {
+        // The code's expression changed since the row was written: the next time follows the new one.
+        await repo.advanceSchedule(db, name, expected, {
+          cron,
+          nextRunAt: iso(nextCronTime(cron, now)),
+          lastRunAt: row.last_run_at,
+        });
+        continue;
+      }
+      if (new Date(row.next_run_at) > now) continue;
+      await db.transaction().execute(async (trx) => {
+        const won = await repo.advanceSchedule(trx, name, expected, {
+          cron,
+          nextRunAt: iso(nextCronTime(cron, now)),
+          lastRunAt: iso(now),
+        });
+        // The key makes the run unique even if a replica's clock lets it see the same due time twice.
+        if (won) {
+          await enqueue(job.name, job.payload, {
+            idempotencyKey: `schedule:${name}:${row.next_run_at}`,
+            db: trx,
+          });
+        }
+      });
+    }
+  }
+
+  async function tick(): Promise<void> {
+    if (ticking || stopping) return;
+    ticking = true;
+    let busy = false;
+    try {
+      await fireSchedules();
+      const free = config.concurrency - running.size;
+      const jobs = free > 0 ? await claim(free) : [];
+      busy = jobs.length === free && free > 0;
+      for (const job of jobs) {
+        const done: Promise<void> = run(job).finally(() => {
+          running.delete(done);
+          wake();
+        });
+        running.add(done);
+      }
+    } catch (err) {
+      log.error({ err }, 'job worker could not poll');
+    } finally {
+      ticking = false;
+      if (started && !stopping) schedule(busy ? 0 : config.pollIntervalMs);
+    }
+  }
+
+  function schedule(ms: number): void {
+    if (timer) clearTimeout(timer);
+    timer = setTimeout(() => void tick(), ms);
+  }
+
+  function wake(): void {
+    if (started && !stopping && running.size < config.concurrency) schedule(0);
+  }
+
+  return {
+    define(name, definition) {
+      if (definitions.has(name)) throw new Error(`job "${name}" is defined twice`);
+      definitions.set(name, { name, definition: definition as JobDefinition<unknown> });
+    },
+    enqueue,
+    schedule(name, cron, job) {
+      nextCronTime(cron, clock.now());
+      definitionOf(job.name).definition.payload.parse(job.payload);
+      if (schedules.has(name)) throw new Error(`schedule "${name}" is defined twice`);
+      schedules.set(name, { cron, job });
+    },
+    async drain() {
+      let ran = 0;
+      for (;;) {
+        await fireSchedules();
+        const jobs = await claim(config.concurrency);
+        if (jobs.length === 0) return ran;
+        await Promise.all(jobs.map((job) => run(job)));
+        ran += jobs.length;
+      }
+    },
+    start() {
+      if (started) return;
+      started = true;
+      schedule(0);
+    },
+    async stop() {
+      stopping = true;
+      if (timer) clearTimeout(timer);
+      const grace = new Promise<'timeout'>((resolve) =>
+        setTimeout(() => resolve('timeout'), config.shutdownGraceMs).unref(),
+      );
+      const outcome = await Promise.race([Promise.all(running).then(() => 'done' as const), grace]);
+      if (outcome === 'timeout') {
+        const released = await repo.releaseHeld(db, workerId, iso(clock.now()));
+        log.warn({ released }, 'handed unfinished jobs back to the queue at shutdown');
+      }
+    },
+  };
+}
+
+/** A failure no retry can fix (an unknown job name, a payload that does not match): the job is dead at once. */
+export class PermanentJobError extends Error {
+  override name = 'PermanentJobError';
+}
