@@ -13,6 +13,7 @@ import type { Config, TrustProxy } from './config.ts';
 import { createBroadcast } from './core/broadcast.ts';
 import { type Clock, systemClock } from './core/clock.ts';
 import { clientErrorHandler, errorHandlingPlugin, frameworkErrorHandler } from './core/errors.ts';
+import { createPersonalDataRegistry, type PersonalDataRegistry } from './core/personal-data.ts';
 import { openRedis } from './core/redis.ts';
 import { requestIdOf } from './core/request-id.ts';
 import { requestLimitServerOptions, requestLimitsPlugin } from './core/request-limits.ts';
@@ -66,6 +67,8 @@ declare module 'fastify' {
     clock: Clock;
     /** The durable background job queue: modules define their jobs and schedules on it at start-up. */
     jobs: JobQueue;
+    /** Every module's declared personal data, which a data export gathers (core/personal-data.ts). */
+    personalData: PersonalDataRegistry;
   }
 }
 
@@ -144,6 +147,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   app.decorate('clock', clock);
   const jobs = createJobQueue({ db: database.db, clock, log: app.log, config: config.jobs });
   app.decorate('jobs', jobs);
+  const personalData = createPersonalDataRegistry();
+  app.decorate('personalData', personalData);
   // Jobs and schedules are defined while the modules register; the worker starts once every module has. Before
   // the server closes its connections, it stops taking jobs and lets running ones finish (or hands them back).
   if (config.jobs.worker) app.addHook('onReady', async () => jobs.start());
@@ -280,7 +285,20 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   await app.register(auditLogModule, { deps: { database, registry, auth: authDeps } });
   await app.register(rateLimitUsageModule, { deps: rateLimitDeps });
   await app.register(privacyModule, {
-    deps: { database, clock, purposes: createConsentPurposeRegistry() },
+    deps: {
+      database,
+      clock,
+      log: app.log,
+      purposes: createConsentPurposeRegistry(),
+      personalData,
+      jobs,
+      mailer,
+      publicUrl: config.publicUrl,
+      encryptionKey: config.encryptionKey,
+      exportTtlSeconds: config.privacy.exportTtlSeconds,
+      erasureGraceDays: config.privacy.erasureGraceDays,
+      auth: authDeps,
+    },
   });
   await app.register(
     async (api) => {

@@ -119,6 +119,14 @@ export interface Config {
   readonly loadShedding: LoadSheddingConfig;
   readonly rateLimits: RateLimitsConfig;
   readonly jobs: JobsConfig;
+  readonly privacy: PrivacyConfig;
+}
+
+export interface PrivacyConfig {
+  /** How long a finished data export can be downloaded (its archive is then removed), in seconds. */
+  readonly exportTtlSeconds: number;
+  /** How long after an erasure request the account is erased; signing in meanwhile cancels it. */
+  readonly erasureGraceDays: number;
 }
 
 export interface JobsConfig {
@@ -369,6 +377,8 @@ const EnvSchema = z.object({
   LOAD_SHED_SAMPLE_INTERVAL_MS: integer(100, 60_000).default(1000),
   LOAD_SHED_RETRY_AFTER_SECONDS: integer(1, 3600).default(10),
   RATE_LIMITS_ENABLED: booleanString.default(true),
+  DATA_EXPORT_TTL_SECONDS: integer(3600, 30 * 86_400).default(7 * 86_400),
+  ERASURE_GRACE_DAYS: integer(0, 365).default(14),
   JOBS_WORKER: booleanString.default(true),
   JOBS_CONCURRENCY: integer(1, 256).default(4),
   JOBS_POLL_INTERVAL_MS: integer(10, 600_000).default(1000),
@@ -530,6 +540,7 @@ export function loadConfig(env: Record<string, string | undefined> = processEnvW
       retryAfterSeconds: e.LOAD_SHED_RETRY_AFTER_SECONDS,
     },
     rateLimits: { enabled: e.RATE_LIMITS_ENABLED, table: rateLimitTable },
+    privacy: { exportTtlSeconds: e.DATA_EXPORT_TTL_SECONDS, erasureGraceDays: e.ERASURE_GRACE_DAYS },
     jobs: {
       worker: e.JOBS_WORKER,
       concurrency: e.JOBS_CONCURRENCY,

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { MfaCode, Password } from './auth.ts';
 import { defineErrors } from './errors.ts';
 import { Page } from './pagination.ts';
 
@@ -11,6 +12,14 @@ import { Page } from './pagination.ts';
 export const privacyErrors = defineErrors({
   /** The purpose is well formed but the installation declares no such purpose. */
   UNKNOWN_CONSENT_PURPOSE: { status: 400, title: 'The installation declares no such consent purpose.' },
+  /** No export with this id belongs to the caller. */
+  EXPORT_NOT_FOUND: { status: 404, title: 'No such data export.' },
+  /** A download link whose signature does not verify (altered, or for another export). */
+  INVALID_DOWNLOAD_LINK: { status: 403, title: 'The download link is not valid.' },
+  /** The archive was downloaded already, has expired, or the export failed: ask for a new export. */
+  EXPORT_GONE: { status: 410, title: 'This export is no longer available.' },
+  /** Something must happen before the account can be erased (`detail` says what: e.g. an organization to hand over). */
+  ERASURE_BLOCKED: { status: 409, title: 'The account cannot be erased yet.' },
 });
 
 /** The longest policy version accepted, in characters. */
@@ -107,3 +116,50 @@ export const ConsentPurposeList = z
   .object({ data: z.array(ConsentPurpose).meta({ description: 'In name order.' }) })
   .meta({ id: 'ConsentPurposeList' });
 export type ConsentPurposeList = z.infer<typeof ConsentPurposeList>;
+
+/** `POST /api/v1/me/export` answers 202 with the export's id; its progress is at `GET /api/v1/me/exports/{id}`. */
+export const DataExportAccepted = z.object({ id: z.uuid() }).meta({ id: 'DataExportAccepted' });
+
+/** A data export as its owner sees it. */
+export const DataExport = z
+  .object({
+    id: z.uuid(),
+    status: z.enum(['pending', 'ready', 'downloaded', 'expired', 'failed']).meta({
+      description:
+        '`pending` while the archive is built; `ready` to download (once); `downloaded`, `expired` or `failed` after.',
+    }),
+    requestedAt: z.string(),
+    completedAt: z.string().nullable(),
+    expiresAt: z
+      .string()
+      .nullable()
+      .meta({ description: 'When the archive and its link stop being available.' }),
+    downloadedAt: z.string().nullable(),
+    downloadUrl: z.url().nullable().meta({
+      description:
+        'While `ready`: a signed link that downloads the zip archive once, until `expiresAt`, without other credentials.',
+    }),
+    byteSize: z.number().int().nullable(),
+  })
+  .meta({ id: 'DataExport' });
+export type DataExport = z.infer<typeof DataExport>;
+
+/** The query of a download link: its expiry (seconds since the epoch) and signature. */
+export const DataExportDownloadQuery = z.strictObject({
+  expires: z.coerce.number().int().positive(),
+  signature: z.string().regex(/^[0-9a-f]{64}$/, { error: 'Not a download signature.' }),
+});
+
+/** `DELETE /api/v1/me`: the password, and a second-factor code when two-factor authentication is on. */
+export const EraseMeBody = z
+  .strictObject({ password: Password, code: MfaCode.optional() })
+  .meta({ id: 'EraseMeBody' });
+
+/** The answer to an erasure request: when the account will be erased unless its owner signs in before. */
+export const ErasureScheduled = z
+  .object({
+    scheduledFor: z.string().meta({
+      description: 'When the account is erased (ISO-8601 UTC). Signing in before then cancels the erasure.',
+    }),
+  })
+  .meta({ id: 'ErasureScheduled' });

@@ -6,6 +6,8 @@ import {
   type LogEvent,
   PostgresAdapter,
   PostgresDialect,
+  type RawBuilder,
+  type SqlBool,
   SqliteDialect,
   sql,
   type Transaction,
@@ -53,6 +55,16 @@ export interface DatabaseHandle {
  */
 export function isPostgres(db: Kysely<Database>): boolean {
   return db.getExecutor().adapter instanceof PostgresAdapter;
+}
+
+/**
+ * `column` holds `needle` as a substring, literally (no `LIKE` wildcards: an address's `_` is just a character),
+ * on either dialect. For erasure's search for every copy of a person's address or name.
+ */
+export function containsText(db: Kysely<Database>, column: string, needle: string): RawBuilder<SqlBool> {
+  return isPostgres(db)
+    ? sql<SqlBool>`strpos(${sql.ref(column)}, ${needle}) > 0`
+    : sql<SqlBool>`instr(${sql.ref(column)}, ${needle}) > 0`;
 }
 
 export interface DatabaseOptions {

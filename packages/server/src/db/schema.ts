@@ -27,6 +27,7 @@ export interface Database {
   consent_records: ConsentRecordsTable;
   jobs: JobsTable;
   job_schedules: JobSchedulesTable;
+  data_exports: DataExportsTable;
 }
 
 /**
@@ -59,6 +60,8 @@ export interface UsersTable {
   /** The TOTP secret, encrypted (see core/crypto.ts); set at enrolment, active once `totp_enabled_at` is set. */
   totp_secret: string | null;
   totp_enabled_at: Timestamp | null;
+  /** When the account's requested erasure is due; null when none is pending (signing in cancels one). */
+  erasure_scheduled_for: Timestamp | null;
   /** The last TOTP time step accepted, so a code works only once. */
   totp_last_step: number | null;
   created_at: Timestamp;
@@ -317,4 +320,20 @@ export interface JobSchedulesTable {
   cron: string;
   next_run_at: Timestamp;
   last_run_at: Timestamp | null;
+}
+
+/** A person's data export (see modules/privacy/export.service.ts). */
+export interface DataExportsTable {
+  id: string;
+  user_id: string;
+  /** `pending` until the job built the archive; `ready` until downloaded (once) or expired; `failed` for good. */
+  state: 'pending' | 'ready' | 'downloaded' | 'expired' | 'failed';
+  requested_at: Timestamp;
+  completed_at: Timestamp | null;
+  /** When the archive and its download link stop being available. */
+  expires_at: Timestamp | null;
+  downloaded_at: Timestamp | null;
+  /** The zip archive while `ready`; null before and after. */
+  archive: Buffer | null;
+  byte_size: number | null;
 }

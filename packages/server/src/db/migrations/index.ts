@@ -6,6 +6,9 @@ import { audit } from './20261201T0100-audit.ts';
 import { consents } from './20261201T0200-consents.ts';
 import { auditChains } from './20261201T0300-audit-chains.ts';
 import { jobs } from './20261201T0400-jobs.ts';
+import { dataExports } from './20261201T0500-data-exports.ts';
+import { erasure } from './20261201T0600-erasure.ts';
+import { auditErasureAgain } from './20261201T0700-audit-erasure-again.ts';
 
 /**
  * Every migration, keyed by a timestamped name that sorts in the order they must run. One set serves both
@@ -19,4 +22,7 @@ export const migrations: Record<string, Migration> = {
   '20261201T0200-consents': consents,
   '20261201T0300-audit-chains': auditChains,
   '20261201T0400-jobs': jobs,
+  '20261201T0500-data-exports': dataExports,
+  '20261201T0600-erasure': erasure,
+  '20261201T0700-audit-erasure-again': auditErasureAgain,
 };

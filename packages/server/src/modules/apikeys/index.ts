@@ -12,8 +12,11 @@ export const apiKeyTags = [
   { name: 'API keys', description: 'Scoped, hashed, rotatable keys for programs acting in an organization.' },
 ];
 
+import { apiKeyPersonalData } from './personal-data.ts';
+
 async function apiKeys(app: FastifyInstance, { deps }: { deps: ApiKeyDeps }): Promise<void> {
   deps.registry.addPermissions(apiKeyPermissions);
+  app.personalData.add(apiKeyPersonalData);
   await app.register(apiKeyRoutes, { deps, prefix: '/api/v1' });
 }
 

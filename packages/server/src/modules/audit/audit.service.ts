@@ -1,10 +1,13 @@
 import { type AuditEvent, type AuditVerifyResult, auditErrors } from '@plinth/shared';
+import { sql } from 'kysely';
 import { AppError } from '../../core/errors.ts';
 import { type ListSpec, type NoFilters, paginate } from '../../core/pagination.ts';
+import type { PersonalDataSource } from '../../core/personal-data.ts';
 import type { DatabaseHandle } from '../../db/database.ts';
+import { containsText } from '../../db/database.ts';
 import { eventHash, GENESIS_HASH, personalDigest } from './audit.chain.ts';
 import * as repo from './audit.repo.ts';
-import { type FieldChanges, orgOfChain } from './record.ts';
+import { accountChain, type FieldChanges, orgOfChain } from './record.ts';
 
 /** An event in API field names. */
 export function toAuditEvent(row: repo.AuditEventRow): AuditEvent {
@@ -137,6 +140,63 @@ function linkHolds(row: repo.AuditEventRow, prevHash: string | undefined): boole
 export function auditChains(database: DatabaseHandle): Promise<string[]> {
   return database.acrossTenants((db) => repo.chainNames(db));
 }
+
+/**
+ * The audit events about a person, for their data export: every event on their account's chain, and every event
+ * they acted in on any other chain (organizations, the installation), in time order. On those other chains the
+ * field diffs are left out: they can hold other people's data (the address of someone the person invited), which
+ * an access request must not disclose (GDPR art. 15(4)); what the person did, when, from where, stays.
+ */
+export const auditPersonalData: PersonalDataSource = {
+  name: 'auditEvents',
+  async export(db, userId) {
+    const rows = await db
+      .selectFrom('audit_events')
+      .selectAll()
+      .where((eb) => eb.or([eb('org_id', '=', accountChain(userId)), eb('actor_id', '=', userId)]))
+      .orderBy('at')
+      .orderBy('org_id')
+      .orderBy('seq')
+      .execute();
+    const own = accountChain(userId);
+    return rows.map((row) => toAuditEvent(row.org_id === own ? row : { ...row, changes: null }));
+  },
+  /**
+   * Pseudonymises, never deletes: the events stay in their chains, which still verify (the personal fields are
+   * outside the hash, see audit.chain.ts). Where the person acted, and on their own account's chain, the actor
+   * becomes their pseudonym and the address, user agent and field diff are cleared. Where they were only the
+   * subject of someone else's action (the target, or named in the diff), the diff is cleared; the other actor's
+   * address stays.
+   */
+  async erase(db, subject) {
+    await db
+      .updateTable('audit_events')
+      .set({
+        actor_id: sql<string>`case when actor_id = ${subject.userId} then ${subject.pseudonym} else actor_id end`,
+        ip: null,
+        user_agent: null,
+        changes: null,
+        erased_at: subject.at,
+      })
+      .where((eb) =>
+        eb.or([eb('actor_id', '=', subject.userId), eb('org_id', '=', accountChain(subject.userId))]),
+      )
+      .execute();
+    await db
+      .updateTable('audit_events')
+      .set({ changes: null, erased_at: subject.at })
+      .where('changes', 'is not', null)
+      .where((eb) =>
+        eb.or([
+          eb('target_id', '=', subject.userId),
+          // As whole JSON string values, so a short name does not match inside other words.
+          containsText(db, 'changes', JSON.stringify(subject.email)),
+          containsText(db, 'changes', JSON.stringify(subject.name)),
+        ]),
+      )
+      .execute();
+  },
+};
 
 /** The columns of a CSV export, in order. */
 export const CSV_COLUMNS = [

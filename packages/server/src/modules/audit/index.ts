@@ -4,6 +4,7 @@ import type { DatabaseHandle } from '../../db/database.ts';
 import type { AuthDeps } from '../auth/index.ts';
 import type { AccessRegistry } from '../rbac/index.ts';
 import { adminAuditRoutes, auditRoutes, myAuditRoutes } from './audit.routes.ts';
+import { auditPersonalData } from './audit.service.ts';
 import { auditPermissions } from './permissions.ts';
 
 export { GENESIS_HASH } from './audit.chain.ts';
@@ -51,6 +52,7 @@ export function registerAuditTables(database: DatabaseHandle): void {
 async function auditModule(app: FastifyInstance, { deps }: { deps: AuditDeps }): Promise<void> {
   registerAuditTables(deps.database);
   deps.registry.addPermissions(auditPermissions);
+  app.personalData.add(auditPersonalData);
   await app.register(auditRoutes, { database: deps.database, prefix: '/api/v1' });
   await app.register(adminAuditRoutes, { database: deps.database, auth: deps.auth, prefix: '/api/v1' });
   await app.register(myAuditRoutes, { database: deps.database, prefix: '/api/v1' });

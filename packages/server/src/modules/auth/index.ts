@@ -9,7 +9,7 @@ import { type Authenticate, refuseApiKeyInUrl } from './authenticate.ts';
 import type { AuthDeps } from './deps.ts';
 import { meRoutes } from './me.routes.ts';
 
-export { createAdmin, findUserByEmail, prepareInvitedAccount } from './account.service.ts';
+export { createAdmin, findUserByEmail, getUser, prepareInvitedAccount } from './account.service.ts';
 export {
   type AccountCaller,
   auditAccount,
@@ -31,7 +31,9 @@ export {
 } from './authenticate.ts';
 export type { AuthDeps, ClientInfo } from './deps.ts';
 export { normalizeEmail } from './deps.ts';
+export { reauthenticate } from './mfa.service.ts';
 export { createRevokedSessions, type RevokedSessions } from './revocation.ts';
+export { revokeUserSessions } from './session.service.ts';
 export { createTokenService, type TokenService } from './tokens.ts';
 
 /** The OpenAPI tags of this module's routes. */
@@ -65,6 +67,8 @@ const jwksRoute: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app, { deps 
   );
 };
 
+import { identityPersonalData } from './personal-data.ts';
+
 async function auth(
   app: FastifyInstance,
   { deps, authenticateUser }: { deps: AuthDeps; authenticateUser: Authenticate },
@@ -72,6 +76,7 @@ async function auth(
   app.decorateRequest('principal', undefined);
   app.decorate('authenticate', authenticateUser);
   app.addHook('onRequest', refuseApiKeyInUrl);
+  for (const source of identityPersonalData) app.personalData.add(source);
   await app.register(jwksRoute, { deps });
   await app.register(authRoutes, { deps, prefix: '/api/v1' });
   await app.register(meRoutes, { deps, prefix: '/api/v1' });

@@ -157,6 +157,29 @@ export async function verifyMfaLogin(
   return completeLogin(deps, user, client);
 }
 
+/**
+ * Re-authentication for the gravest changes (turning two-factor off, erasing the account): the current password,
+ * and a second-factor code whenever two-factor authentication is on. Wrong answers count towards the lockout.
+ */
+export async function reauthenticate(
+  deps: AuthDeps,
+  caller: AccountCaller,
+  input: { password: string; code?: string | undefined },
+): Promise<UserRow> {
+  const user = await getUser(deps, caller.actor.id);
+  await assertCurrentPassword(deps, user, input.password, caller);
+  if (user.totp_enabled_at) {
+    const accepted = input.code !== undefined && (await acceptSecondFactor(deps, user, input.code));
+    if (!accepted) {
+      await recordAuditedFailure(deps, user.id, caller, 'user.mfa_failed', [emailKey(user.email)]);
+      throw new AppError(authErrors.INVALID_MFA_CODE, {
+        detail: input.code === undefined ? 'Two-factor authentication is on: send `code` too.' : undefined,
+      });
+    }
+  }
+  return user;
+}
+
 async function reauthenticateWithSecondFactor(
   deps: AuthDeps,
   caller: AccountCaller,
@@ -164,12 +187,7 @@ async function reauthenticateWithSecondFactor(
 ): Promise<UserRow> {
   const user = await getUser(deps, caller.actor.id);
   if (!user.totp_enabled_at) throw new AppError(authErrors.MFA_NOT_ENABLED);
-  await assertCurrentPassword(deps, user, input.password, caller);
-  if (!(await acceptSecondFactor(deps, user, input.code))) {
-    await recordAuditedFailure(deps, user.id, caller, 'user.mfa_failed', [emailKey(user.email)]);
-    throw new AppError(authErrors.INVALID_MFA_CODE);
-  }
-  return user;
+  return reauthenticate(deps, caller, input);
 }
 
 /** Turns TOTP off; needs the password and a current code (or a recovery code). */

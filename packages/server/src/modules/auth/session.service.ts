@@ -80,6 +80,16 @@ export async function startSession(deps: AuthDeps, userId: string, client: Clien
       .execute();
     const pair = await issuePair(deps, trx, session, now);
     await record({ action: 'user.signed_in', target: { type: 'session', id: session.id } });
+    // Signing in during an erasure's grace period is how its owner calls it off.
+    const cancelled = await trx
+      .updateTable('users')
+      .set({ erasure_scheduled_for: null })
+      .where('id', '=', userId)
+      .where('erasure_scheduled_for', 'is not', null)
+      .executeTakeFirst();
+    if (Number(cancelled.numUpdatedRows) > 0) {
+      await record({ action: 'user.erasure_cancelled', target: { type: 'user', id: userId } });
+    }
     return pair;
   });
 }

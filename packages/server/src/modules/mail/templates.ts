@@ -252,3 +252,56 @@ export function invitation(input: {
     input.url,
   );
 }
+
+/**
+ * Tells a person their data export is ready, with the link that downloads it.
+ *
+ * @param url The signed download link.
+ * @param expiresAt When the link stops working.
+ */
+export function dataExportReady(input: { name: string; url: string; expiresAt: Date }): MailContent {
+  return compose(
+    `Your ${PRODUCT} data export is ready`,
+    [
+      greeting(input.name),
+      p`The export of your ${PRODUCT} data you asked for is ready: a zip archive of JSON files.`,
+      action('Download your data', input.url),
+      p`The link works once, until ${formatTime(input.expiresAt)}. Anyone with the link can download the archive, so do not forward this email.`,
+      p`If you did not ask for an export, change your password and tell your administrator.`,
+    ],
+    input.url,
+  );
+}
+
+/**
+ * Tells a person their account is to be erased, and how to call it off.
+ *
+ * @param at When the erasure is due.
+ * @param signInUrl Where to sign in to cancel it.
+ */
+export function erasureScheduled(input: { name: string; at: Date; signInUrl: string }): MailContent {
+  return compose(
+    `Your ${PRODUCT} account will be erased`,
+    [
+      greeting(input.name),
+      p`Your ${PRODUCT} account and the personal data it holds will be erased on ${formatTime(input.at)}. Every session was signed out.`,
+      p`To keep your account, sign in before then: that cancels the erasure.`,
+      action('Sign in to keep the account', input.signInUrl),
+      p`If you did not ask for this, sign in now and change your password.`,
+    ],
+    input.signInUrl,
+  );
+}
+
+/**
+ * Tells a person their account's erasure was called off because something must happen first.
+ *
+ * @param reasons What stands in the way, one sentence each.
+ */
+export function erasureBlocked(input: { name: string; reasons: readonly string[] }): MailContent {
+  return compose(`Your ${PRODUCT} account was not erased`, [
+    greeting(input.name),
+    p`Your ${PRODUCT} account could not be erased as planned, because it is ${input.reasons.join('; ')}.`,
+    p`Once that is settled, ask for the erasure again.`,
+  ]);
+}

@@ -6,7 +6,8 @@ import { bearer, createFakeClock, expectProblem, MINUTE } from '../../test/auth-
 import { testDialects } from '../../test/dialects.ts';
 import { buildTestApp } from '../../test/harness.ts';
 import { createApiKey, createOrg, signedInUser, type TestUser } from '../../test/org-helpers.ts';
-import { consentsForExport, defineConsentPurposes } from './index.ts';
+import { consentsForExport } from './consent.service.ts';
+import { defineConsentPurposes } from './index.ts';
 import { createConsentPurposeRegistry } from './purposes.ts';
 
 const CONSENTS = '/api/v1/me/consents';

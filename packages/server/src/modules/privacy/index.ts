@@ -1,10 +1,15 @@
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { consentPurposeRoutes, consentRoutes } from './consent.routes.ts';
+import { consentsForExport } from './consent.service.ts';
 import type { PrivacyDeps } from './deps.ts';
+import { adminErasureRoutes, erasureRoutes } from './erasure.routes.ts';
+import { defineEraseJob } from './erasure.service.ts';
+import { exportRoutes } from './export.routes.ts';
+import { defineExportJob } from './export.service.ts';
 import type { ConsentPurposeRegistry } from './purposes.ts';
 
-export { consentsForExport, toConsentRecord } from './consent.service.ts';
+export { toConsentRecord } from './consent.service.ts';
 export type { PrivacyDeps } from './deps.ts';
 export {
   type ConsentPurposeRegistry,
@@ -35,9 +40,19 @@ export const privacyTags = [
 
 async function privacy(app: FastifyInstance, { deps }: { deps: PrivacyDeps }): Promise<void> {
   app.decorate('consentPurposes', deps.purposes);
+  deps.personalData.add({ name: 'consents', export: consentsForExport });
+  defineExportJob(deps);
+  defineEraseJob(deps);
   await app.register(consentRoutes, { deps, prefix: '/api/v1' });
   await app.register(consentPurposeRoutes, { deps, prefix: '/api/v1' });
+  await app.register(exportRoutes, { deps, prefix: '/api/v1' });
+  await app.register(erasureRoutes, { deps, prefix: '/api/v1' });
+  await app.register(adminErasureRoutes, { deps, prefix: '/api/v1' });
 }
 
-/** Privacy: consent records (`/api/v1/me/consents`) and the declared purposes (`app.consentPurposes`). */
+/**
+ * Privacy: consent records (`/api/v1/me/consents`) and the declared purposes (`app.consentPurposes`), and data
+ * exports (`/api/v1/me/export`, `/api/v1/me/exports/{id}`) built by the `privacy.export` job from every module's
+ * declared personal data.
+ */
 export const privacyModule = fp(privacy, { name: 'plinth-privacy', dependencies: ['plinth-auth'] });
