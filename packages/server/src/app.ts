@@ -17,6 +17,7 @@ import { createPersonalDataRegistry, type PersonalDataRegistry } from './core/pe
 import { openRedis } from './core/redis.ts';
 import { requestIdOf } from './core/request-id.ts';
 import { requestLimitServerOptions, requestLimitsPlugin } from './core/request-limits.ts';
+import { createRetentionRegistry, type RetentionRegistry } from './core/retention.ts';
 import { securityHeadersPlugin } from './core/security-headers.ts';
 import { httpServerTimeoutOptions, serverTimeoutOptions } from './core/server-timeouts.ts';
 import { type DatabaseHandle, openDatabase } from './db/database.ts';
@@ -35,8 +36,8 @@ import {
   createTokenService,
   systemCaller,
 } from './modules/auth/index.ts';
-import { createJobQueue, type JobQueue } from './modules/jobs/index.ts';
-import { createMailer } from './modules/mail/index.ts';
+import { createJobQueue, type JobQueue, jobRetention } from './modules/jobs/index.ts';
+import { createMailer, mailOutboxRetention } from './modules/mail/index.ts';
 import {
   createMetrics,
   healthChecks,
@@ -69,6 +70,8 @@ declare module 'fastify' {
     jobs: JobQueue;
     /** Every module's declared personal data, which a data export gathers (core/personal-data.ts). */
     personalData: PersonalDataRegistry;
+    /** Every module's retention policies, applied daily (core/retention.ts). */
+    retention: RetentionRegistry;
   }
 }
 
@@ -149,6 +152,10 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   app.decorate('jobs', jobs);
   const personalData = createPersonalDataRegistry();
   app.decorate('personalData', personalData);
+  const retention = createRetentionRegistry();
+  app.decorate('retention', retention);
+  retention.add(mailOutboxRetention);
+  retention.add(jobRetention);
   // Jobs and schedules are defined while the modules register; the worker starts once every module has. Before
   // the server closes its connections, it stops taking jobs and lets running ones finish (or hands them back).
   if (config.jobs.worker) app.addHook('onReady', async () => jobs.start());
@@ -298,6 +305,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       exportTtlSeconds: config.privacy.exportTtlSeconds,
       erasureGraceDays: config.privacy.erasureGraceDays,
       auth: authDeps,
+      retention,
+      retentionDays: config.privacy.retentionDays,
     },
   });
   await app.register(

@@ -127,6 +127,8 @@ export interface PrivacyConfig {
   readonly exportTtlSeconds: number;
   /** How long after an erasure request the account is erased; signing in meanwhile cancels it. */
   readonly erasureGraceDays: number;
+  /** Retention policies whose default the operator overrides: policy name → days (`RETENTION_DAYS`). */
+  readonly retentionDays: Readonly<Record<string, number>>;
 }
 
 export interface JobsConfig {
@@ -379,6 +381,25 @@ const EnvSchema = z.object({
   RATE_LIMITS_ENABLED: booleanString.default(true),
   DATA_EXPORT_TTL_SECONDS: integer(3600, 30 * 86_400).default(7 * 86_400),
   ERASURE_GRACE_DAYS: integer(0, 365).default(14),
+  RETENTION_DAYS: z
+    .string()
+    .default('')
+    .transform((v) =>
+      v
+        .split(',')
+        .map((entry) => entry.trim())
+        .filter(Boolean),
+    )
+    .pipe(
+      z.array(
+        z.string().regex(/^[a-z][a-z0-9_]{0,63}=\d{1,5}$/, {
+          error: 'write policy=days pairs, comma-separated, e.g. sessions=60,mail_outbox=7',
+        }),
+      ),
+    )
+    .transform((entries) =>
+      Object.fromEntries(entries.map((entry) => [entry.split('=')[0], Number(entry.split('=')[1])])),
+    ),
   JOBS_WORKER: booleanString.default(true),
   JOBS_CONCURRENCY: integer(1, 256).default(4),
   JOBS_POLL_INTERVAL_MS: integer(10, 600_000).default(1000),
@@ -540,7 +561,11 @@ export function loadConfig(env: Record<string, string | undefined> = processEnvW
       retryAfterSeconds: e.LOAD_SHED_RETRY_AFTER_SECONDS,
     },
     rateLimits: { enabled: e.RATE_LIMITS_ENABLED, table: rateLimitTable },
-    privacy: { exportTtlSeconds: e.DATA_EXPORT_TTL_SECONDS, erasureGraceDays: e.ERASURE_GRACE_DAYS },
+    privacy: {
+      exportTtlSeconds: e.DATA_EXPORT_TTL_SECONDS,
+      erasureGraceDays: e.ERASURE_GRACE_DAYS,
+      retentionDays: e.RETENTION_DAYS,
+    },
     jobs: {
       worker: e.JOBS_WORKER,
       concurrency: e.JOBS_CONCURRENCY,

@@ -67,7 +67,7 @@ const jwksRoute: FastifyPluginAsyncZod<{ deps: AuthDeps }> = async (app, { deps 
   );
 };
 
-import { identityPersonalData } from './personal-data.ts';
+import { identityPersonalData, identityRetention } from './personal-data.ts';
 
 async function auth(
   app: FastifyInstance,
@@ -77,6 +77,7 @@ async function auth(
   app.decorate('authenticate', authenticateUser);
   app.addHook('onRequest', refuseApiKeyInUrl);
   for (const source of identityPersonalData) app.personalData.add(source);
+  for (const policy of identityRetention) app.retention.add(policy);
   await app.register(jwksRoute, { deps });
   await app.register(authRoutes, { deps, prefix: '/api/v1' });
   await app.register(meRoutes, { deps, prefix: '/api/v1' });

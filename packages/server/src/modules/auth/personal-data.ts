@@ -1,4 +1,5 @@
 import type { PersonalDataSource } from '../../core/personal-data.ts';
+import { purgeAfter, type RetentionPolicy } from '../../core/retention.ts';
 import { containsText } from '../../db/database.ts';
 
 /**
@@ -92,5 +93,34 @@ export const identityPersonalData: PersonalDataSource[] = [
         revokedReason: r.revoked_reason,
       }));
     },
+  },
+];
+
+/** How long the identity module keeps what has served its purpose (docs/operations.md lists every policy). */
+export const identityRetention: RetentionPolicy[] = [
+  {
+    name: 'sessions',
+    description: 'sessions that ended (expired or revoked), with their refresh tokens',
+    days: 30,
+    apply: purgeAfter({ table: 'sessions', after: ['expires_at', 'revoked_at'] }),
+  },
+  {
+    name: 'refresh_tokens',
+    description:
+      "refresh tokens past their expiry (a live session's spent tokens stay until then: reuse detection needs them)",
+    days: 30,
+    apply: purgeAfter({ table: 'refresh_tokens', after: ['expires_at'] }),
+  },
+  {
+    name: 'one_time_tokens',
+    description: 'email-verification and password-reset tokens once used or expired',
+    days: 1,
+    apply: purgeAfter({ table: 'one_time_tokens', after: ['used_at', 'expires_at'] }),
+  },
+  {
+    name: 'login_throttles',
+    description: 'sign-in failure counters untouched for longer than any lock lasts',
+    days: 2,
+    apply: purgeAfter({ table: 'login_throttles', after: ['updated_at'], key: 'key' }),
   },
 ];

@@ -1,3 +1,5 @@
+import { purgeAfter, type RetentionPolicy } from '../../core/retention.ts';
+
 export {
   createJobQueue,
   type EnqueueOptions,
@@ -8,3 +10,11 @@ export {
   PermanentJobError,
   retryDelaySeconds,
 } from './queue.ts';
+
+/** Finished jobs (succeeded, dead or cancelled) are kept this long for the admins to look at. */
+export const jobRetention: RetentionPolicy = {
+  name: 'jobs',
+  description: 'finished background jobs (succeeded, dead or cancelled)',
+  days: 14,
+  apply: purgeAfter({ table: 'jobs', after: ['finished_at'] }),
+};

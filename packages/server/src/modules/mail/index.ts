@@ -2,6 +2,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { Kysely } from 'kysely';
 import type { Config } from '../../config.ts';
 import type { Clock } from '../../core/clock.ts';
+import { purgeAfter, type RetentionPolicy } from '../../core/retention.ts';
 import type { Database } from '../../db/schema.ts';
 import type { Mailer, MailMessage } from './mailer.ts';
 import { outboxMailer } from './outbox.transport.ts';
@@ -48,3 +49,11 @@ export function sendInBackground(mailer: Mailer, message: MailMessage, log: Fast
       });
   });
 }
+
+/** Mails in the development outbox are kept this long (docs/operations.md lists every retention policy). */
+export const mailOutboxRetention: RetentionPolicy = {
+  name: 'mail_outbox',
+  description: 'mails in the development outbox',
+  days: 30,
+  apply: purgeAfter({ table: 'mail_outbox', after: ['created_at'] }),
+};

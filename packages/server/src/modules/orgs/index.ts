@@ -15,11 +15,12 @@ export const orgTags = [
   { name: 'Invitations', description: 'Inviting people to an organization by email.' },
 ];
 
-import { orgPersonalData } from './personal-data.ts';
+import { invitationRetention, orgPersonalData } from './personal-data.ts';
 
 async function orgs(app: FastifyInstance, { deps }: { deps: OrgDeps }): Promise<void> {
   deps.registry.addPermissions(orgPermissions);
   for (const source of orgPersonalData) app.personalData.add(source);
+  app.retention.add(invitationRetention);
   await app.register(orgRoutes, { deps, prefix: '/api/v1' });
   await app.register(memberRoutes, { deps, prefix: '/api/v1' });
   await app.register(invitationRoutes, { deps, prefix: '/api/v1' });

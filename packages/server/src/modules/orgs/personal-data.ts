@@ -1,5 +1,6 @@
 import type { Transaction } from 'kysely';
 import type { PersonalDataSource } from '../../core/personal-data.ts';
+import { purgeAfter, type RetentionPolicy } from '../../core/retention.ts';
 import type { Database } from '../../db/schema.ts';
 
 /**
@@ -111,3 +112,11 @@ async function soleMemberOrgs(db: Transaction<Database>, userId: string): Promis
   }
   return sole;
 }
+
+/** Invitations, once accepted, revoked or expired, are kept this long (docs/operations.md). */
+export const invitationRetention: RetentionPolicy = {
+  name: 'invitations',
+  description: 'invitations once accepted, revoked or expired',
+  days: 30,
+  apply: purgeAfter({ table: 'invitations', after: ['accepted_at', 'revoked_at', 'expires_at'] }),
+};

@@ -1,6 +1,7 @@
 import type { FastifyBaseLogger } from 'fastify';
 import type { Clock } from '../../core/clock.ts';
 import type { PersonalDataRegistry } from '../../core/personal-data.ts';
+import type { RetentionRegistry } from '../../core/retention.ts';
 import type { DatabaseHandle } from '../../db/database.ts';
 import type { AuthDeps } from '../auth/index.ts';
 import type { JobQueue } from '../jobs/index.ts';
@@ -28,4 +29,8 @@ export interface PrivacyDeps {
   erasureGraceDays: number;
   /** Re-authentication and session revocation for erasure requests. */
   auth: AuthDeps;
+  /** Every module's retention policies, which the daily retention job applies. */
+  retention: RetentionRegistry;
+  /** `RETENTION_DAYS`: policy name → days, over the policies' defaults. */
+  retentionDays: Readonly<Record<string, number>>;
 }

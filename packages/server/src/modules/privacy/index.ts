@@ -8,6 +8,7 @@ import { defineEraseJob } from './erasure.service.ts';
 import { exportRoutes } from './export.routes.ts';
 import { defineExportJob } from './export.service.ts';
 import type { ConsentPurposeRegistry } from './purposes.ts';
+import { defineRetentionJob, exportRetention } from './retention.service.ts';
 
 export { toConsentRecord } from './consent.service.ts';
 export type { PrivacyDeps } from './deps.ts';
@@ -43,6 +44,9 @@ async function privacy(app: FastifyInstance, { deps }: { deps: PrivacyDeps }): P
   deps.personalData.add({ name: 'consents', export: consentsForExport });
   defineExportJob(deps);
   defineEraseJob(deps);
+  for (const policy of exportRetention) deps.retention.add(policy);
+  // Last: every module registered before this one has declared its policies.
+  defineRetentionJob(deps);
   await app.register(consentRoutes, { deps, prefix: '/api/v1' });
   await app.register(consentPurposeRoutes, { deps, prefix: '/api/v1' });
   await app.register(exportRoutes, { deps, prefix: '/api/v1' });
