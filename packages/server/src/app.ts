@@ -289,7 +289,18 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       rotationGraceSeconds: config.orgs.apiKeyRotationGraceSeconds,
     },
   });
-  await app.register(auditLogModule, { deps: { database, registry, auth: authDeps } });
+  await app.register(auditLogModule, {
+    deps: {
+      database,
+      registry,
+      auth: authDeps,
+      clock,
+      log: app.log,
+      jobs,
+      archiveDir: config.privacy.auditArchiveDir,
+      defaultRetentionDays: config.privacy.auditRetentionDays,
+    },
+  });
   await app.register(rateLimitUsageModule, { deps: rateLimitDeps });
   await app.register(privacyModule, {
     deps: {

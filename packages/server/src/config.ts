@@ -129,6 +129,10 @@ export interface PrivacyConfig {
   readonly erasureGraceDays: number;
   /** Retention policies whose default the operator overrides: policy name → days (`RETENTION_DAYS`). */
   readonly retentionDays: Readonly<Record<string, number>>;
+  /** Days audit events are kept before archiving, for chains without a setting of their own; 0 keeps them for ever. */
+  readonly auditRetentionDays: number;
+  /** Where archived audit segments are written. */
+  readonly auditArchiveDir: string;
 }
 
 export interface JobsConfig {
@@ -381,6 +385,8 @@ const EnvSchema = z.object({
   RATE_LIMITS_ENABLED: booleanString.default(true),
   DATA_EXPORT_TTL_SECONDS: integer(3600, 30 * 86_400).default(7 * 86_400),
   ERASURE_GRACE_DAYS: integer(0, 365).default(14),
+  AUDIT_RETENTION_DAYS: integer(0, 36_500).default(0),
+  AUDIT_ARCHIVE_DIR: z.string().min(1).optional(),
   RETENTION_DAYS: z
     .string()
     .default('')
@@ -565,6 +571,8 @@ export function loadConfig(env: Record<string, string | undefined> = processEnvW
       exportTtlSeconds: e.DATA_EXPORT_TTL_SECONDS,
       erasureGraceDays: e.ERASURE_GRACE_DAYS,
       retentionDays: e.RETENTION_DAYS,
+      auditRetentionDays: e.AUDIT_RETENTION_DAYS,
+      auditArchiveDir: resolve(e.AUDIT_ARCHIVE_DIR ?? join(dataDir, 'audit-archives')),
     },
     jobs: {
       worker: e.JOBS_WORKER,

@@ -48,6 +48,10 @@ export const Organization = z
     name: z.string(),
     slug: z.string(),
     plan: z.string().meta({ description: 'The plan, which selects rate-limit tiers and quotas.' }),
+    auditRetentionDays: z.number().int().nullable().meta({
+      description:
+        "Days its audit events are kept before they are archived and removed; null follows the installation's default (`AUDIT_RETENTION_DAYS`).",
+    }),
     createdAt: z.string(),
     updatedAt: z.string(),
   })
@@ -61,9 +65,27 @@ export const MyOrganization = Organization.extend({
 export type MyOrganization = z.infer<typeof MyOrganization>;
 
 export const CreateOrgBody = z.strictObject({ name: OrgName, slug: OrgSlug.optional() });
+/** The shortest audit retention an organization may choose, in days. */
+export const AUDIT_RETENTION_MIN_DAYS = 30;
+
 export const UpdateOrgBody = z
-  .strictObject({ name: OrgName.optional(), slug: OrgSlug.optional() })
-  .refine((b) => b.name !== undefined || b.slug !== undefined, { error: 'Change at least one field.' });
+  .strictObject({
+    name: OrgName.optional(),
+    slug: OrgSlug.optional(),
+    auditRetentionDays: z
+      .number()
+      .int()
+      .min(AUDIT_RETENTION_MIN_DAYS, {
+        error: `Keep audit events at least ${AUDIT_RETENTION_MIN_DAYS} days.`,
+      })
+      .max(36_500)
+      .nullable()
+      .optional()
+      .meta({ description: "Days to keep audit events; null returns to the installation's default." }),
+  })
+  .refine((b) => b.name !== undefined || b.slug !== undefined || b.auditRetentionDays !== undefined, {
+    error: 'Change at least one field.',
+  });
 /** The operator's changes to any organization: its plan, which its own members cannot change. */
 export const AdminUpdateOrgBody = z.strictObject({
   plan: z.string().min(1).max(40).meta({ description: 'One of the configured plans.' }),

@@ -24,6 +24,7 @@ export interface Database {
   api_keys: ApiKeysTable;
   audit_events: AuditEventsTable;
   audit_chain_heads: AuditChainHeadsTable;
+  audit_archives: AuditArchivesTable;
   consent_records: ConsentRecordsTable;
   jobs: JobsTable;
   job_schedules: JobSchedulesTable;
@@ -148,6 +149,8 @@ export interface OrganizationsTable {
   slug: string;
   /** One of the configured plans (`ORG_PLANS`); selects rate-limit tiers and quotas. */
   plan: string;
+  /** Days its audit events are kept before they are archived; null means `AUDIT_RETENTION_DAYS`. */
+  audit_retention_days: number | null;
   created_at: Timestamp;
   updated_at: Timestamp;
 }
@@ -280,6 +283,25 @@ export interface AuditChainHeadsTable {
   hash: string;
   /** Events with `seq` at most this have been archived and may be deleted (retention); 0 for none. */
   archived_through_seq: number;
+  /** The hash of the last archived event, which the first remaining one links to; genesis before any archive. */
+  archived_hash: string;
+}
+
+/** One archived segment of an audit chain: append-only, the record that its events were removed on purpose. */
+export interface AuditArchivesTable {
+  id: string;
+  /** The chain (as `audit_events.org_id`). */
+  org_id: string;
+  from_seq: number;
+  through_seq: number;
+  /** The hash of the segment's last event. */
+  head_hash: string;
+  event_count: number;
+  /** Where the segment's NDJSON (gzip) file was written. */
+  location: string;
+  /** SHA-256 (hex) of that file. */
+  sha256: string;
+  created_at: Timestamp;
 }
 
 /** What a job is doing: waiting (or backing off), held by a worker, done, given up on, or called off. */

@@ -9,6 +9,7 @@ import { jobs } from './20261201T0400-jobs.ts';
 import { dataExports } from './20261201T0500-data-exports.ts';
 import { erasure } from './20261201T0600-erasure.ts';
 import { auditErasureAgain } from './20261201T0700-audit-erasure-again.ts';
+import { auditRetention } from './20261201T0800-audit-retention.ts';
 
 /**
  * Every migration, keyed by a timestamped name that sorts in the order they must run. One set serves both
@@ -25,4 +26,5 @@ export const migrations: Record<string, Migration> = {
   '20261201T0500-data-exports': dataExports,
   '20261201T0600-erasure': erasure,
   '20261201T0700-audit-erasure-again': auditErasureAgain,
+  '20261201T0800-audit-retention': auditRetention,
 };

@@ -5,7 +5,7 @@ import { type ListSpec, type NoFilters, paginate } from '../../core/pagination.t
 import type { PersonalDataSource } from '../../core/personal-data.ts';
 import type { DatabaseHandle } from '../../db/database.ts';
 import { containsText } from '../../db/database.ts';
-import { eventHash, GENESIS_HASH, personalDigest } from './audit.chain.ts';
+import { eventHash, personalDigest } from './audit.chain.ts';
 import * as repo from './audit.repo.ts';
 import { accountChain, type FieldChanges, orgOfChain } from './record.ts';
 
@@ -82,8 +82,9 @@ export async function verifyAuditChain(database: DatabaseHandle, orgId: string):
   }
   const headSeq = Number(head.seq);
   let expectedSeq = Number(head.archived_through_seq) + 1;
-  // After an archive, the first remaining event links to the archived segment, which this run cannot read.
-  let prevHash: string | undefined = expectedSeq === 1 ? GENESIS_HASH : undefined;
+  // After an archive, the first remaining event links to the archived segment's last hash, which the head keeps
+  // (its guard lets only an archive change it); before any archive that is the genesis value.
+  let prevHash = head.archived_hash;
   let checked = 0;
   for (;;) {
     const rows = await database.withTenant(orgId, (db) =>
@@ -100,14 +101,15 @@ export async function verifyAuditChain(database: DatabaseHandle, orgId: string):
     if (rows.length < PAGE_SIZE) break;
   }
   // The head names the last event: events missing at the end (or a head moved by hand) break the chain there.
-  if (expectedSeq - 1 !== headSeq || (checked > 0 && prevHash !== head.hash)) {
+  if (expectedSeq - 1 !== headSeq || prevHash !== head.hash) {
     return { ok: false, checked, brokenAt: expectedSeq - 1 === headSeq ? headSeq : expectedSeq };
   }
   return { ok: true, checked };
 }
 
-function linkHolds(row: repo.AuditEventRow, prevHash: string | undefined): boolean {
-  if (prevHash !== undefined && row.prev_hash !== prevHash) return false;
+/** Whether a stored event links to `prevHash` and its digest (unless erased) and hash match its fields. */
+export function linkHolds(row: repo.AuditEventRow, prevHash: string): boolean {
+  if (row.prev_hash !== prevHash) return false;
   if (
     row.erased_at === null &&
     personalDigest({ actorId: row.actor_id, ip: row.ip, userAgent: row.user_agent, changes: row.changes }) !==

@@ -1,3 +1,6 @@
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { gunzipSync } from 'node:zlib';
 import { AuditEvent, AuditVerifyResult, Page } from '@plinth/shared';
 import type { LightMyRequestResponse } from 'fastify';
 import { type Selectable, sql } from 'kysely';
@@ -7,7 +10,7 @@ import { buildApp, type PlinthApp } from '../../app.ts';
 import type { Dialect } from '../../db/database.ts';
 import type { AuditEventsTable } from '../../db/schema.ts';
 import { openSqliteConnection } from '../../db/sqlite-driver.ts';
-import { bearer, expectProblem, PASSWORD } from '../../test/auth-helpers.ts';
+import { bearer, createFakeClock, DAY, expectProblem, login, PASSWORD } from '../../test/auth-helpers.ts';
 import { type CliResult, runPlinth } from '../../test/cli.ts';
 import { testDialects, testPostgresUrl } from '../../test/dialects.ts';
 import { buildTestApp, createTestDatabase, type TestDatabase, testConfig } from '../../test/harness.ts';
@@ -755,5 +758,101 @@ describe.each(testDialects)('no password in the audit log (%s)', (dialect) => {
     } finally {
       await app.close();
     }
+  });
+});
+
+describe.each(testDialects)('audit retention (%s)', (dialect) => {
+  let app: PlinthApp;
+  let owner: TestUser;
+  let orgId: string;
+  const clock = createFakeClock('2030-09-01T10:00:00.000Z');
+
+  beforeAll(async () => {
+    app = await buildTestApp(dialect, { clock });
+    owner = await signedInUser(app, 'keeper@example.test');
+    ({ id: orgId } = await createOrg(app, owner.accessToken, 'Short Memory'));
+  });
+  afterAll(async () => {
+    await app?.close();
+  });
+
+  const setRetention = (days: unknown) =>
+    app.inject({
+      method: 'PATCH',
+      url: `/api/v1/orgs/${orgId}`,
+      headers: bearer(owner.accessToken),
+      payload: { auditRetentionDays: days },
+    });
+
+  it("archives events older than the organization's retention to a file, and the rest of the chain verifies", async () => {
+    expectProblem(await setRetention(10), 400, 'VALIDATION_FAILED');
+    const set = await setRetention(30);
+    expect(set.statusCode).toBe(200);
+    expect(set.json()).toMatchObject({ auditRetentionDays: 30 });
+    for (let i = 0; i < 3; i++)
+      await createApiKey(app, owner.accessToken, orgId, { scopes: ['members:read'] });
+    // The worker's first look sets the schedules' first due times.
+    await app.jobs.drain();
+    const old = await storedEvents(app, orgId);
+    clock.advance(31 * DAY);
+    owner = { ...owner, accessToken: (await login(app, owner.email, PASSWORD)).accessToken };
+    await createApiKey(app, owner.accessToken, orgId, { scopes: ['members:read'] });
+    await app.jobs.drain();
+
+    const remaining = await storedEvents(app, orgId);
+    const lastOld = Number(old.at(-1)?.seq);
+    expect(remaining.map((e) => Number(e.seq))[0]).toBe(lastOld + 1);
+    expect(await verifyResult(app, owner, orgId)).toEqual({ ok: true, checked: remaining.length });
+
+    const archive = await app.database.withTenant(orgId, (db) =>
+      db.selectFrom('audit_archives').selectAll().executeTakeFirstOrThrow(),
+    );
+    expect(archive).toMatchObject({
+      from_seq: 1,
+      through_seq: lastOld,
+      event_count: lastOld,
+      head_hash: old.at(-1)?.hash,
+    });
+    const file = readFileSync(archive.location);
+    expect(createHash('sha256').update(file).digest('hex')).toBe(archive.sha256);
+    const lines = gunzipSync(file)
+      .toString('utf8')
+      .trimEnd()
+      .split('\n')
+      .map((line) => JSON.parse(line) as EventRow);
+    expect(lines.map((row) => [Number(row.seq), row.hash])).toEqual(
+      old.map((row) => [Number(row.seq), row.hash]),
+    );
+    expect(lines[0]?.prev_hash).toBe(GENESIS_HASH);
+    expect(remaining[0]?.prev_hash).toBe(archive.head_hash);
+  });
+
+  it('refuses to move a head back, to change its archived hash without archiving, or to rewrite an archive', async () => {
+    const attempts = [
+      sql`update audit_chain_heads set archived_through_seq = 0 where org_id = ${orgId}`,
+      sql`update audit_chain_heads set archived_hash = ${'f'.repeat(64)} where org_id = ${orgId}`,
+      sql`update audit_chain_heads set seq = 0 where org_id = ${orgId}`,
+      sql`delete from audit_chain_heads where org_id = ${orgId}`,
+      sql`update audit_archives set head_hash = ${'f'.repeat(64)} where org_id = ${orgId}`,
+      sql`delete from audit_archives where org_id = ${orgId}`,
+    ];
+    for (const attempt of attempts) {
+      await expect(app.database.withTenant(orgId, (db) => attempt.execute(db))).rejects.toThrow(
+        /only moves forward|append-only/,
+      );
+    }
+    expect(await verifyResult(app, owner, orgId)).toMatchObject({ ok: true });
+  });
+
+  it('reports a break when the first remaining event no longer links to the archived segment', async () => {
+    const first = (await storedEvents(app, orgId))[0];
+    await rawSql(
+      app,
+      tamperStatements(
+        dialect,
+        `update audit_events set prev_hash = '${'e'.repeat(64)}' where org_id = '${orgId}' and seq = ${first?.seq}`,
+      ),
+    );
+    expect(await verifyResult(app, owner, orgId)).toMatchObject({ ok: false, brokenAt: Number(first?.seq) });
   });
 });

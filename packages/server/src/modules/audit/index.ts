@@ -3,6 +3,7 @@ import fp from 'fastify-plugin';
 import type { DatabaseHandle } from '../../db/database.ts';
 import type { AuthDeps } from '../auth/index.ts';
 import type { AccessRegistry } from '../rbac/index.ts';
+import { type ArchiveDeps, defineArchiveJob } from './archive.service.ts';
 import { adminAuditRoutes, auditRoutes, myAuditRoutes } from './audit.routes.ts';
 import { auditPersonalData } from './audit.service.ts';
 import { auditPermissions } from './permissions.ts';
@@ -29,7 +30,7 @@ export {
 } from './record.ts';
 
 /** The org-owned tables of the audit log (declared with `registerTenantTable` when the database is opened). */
-export const AUDIT_TENANT_TABLES = ['audit_events', 'audit_chain_heads'] as const;
+export const AUDIT_TENANT_TABLES = ['audit_events', 'audit_chain_heads', 'audit_archives'] as const;
 
 /** The OpenAPI tags of this module's routes. */
 export const auditTags = [
@@ -37,8 +38,7 @@ export const auditTags = [
 ];
 
 /** What the audit module needs. */
-export interface AuditDeps {
-  database: DatabaseHandle;
+export interface AuditDeps extends ArchiveDeps {
   registry: AccessRegistry;
   /** For the operators' routes (`superadminOnly`). */
   auth: AuthDeps;
@@ -53,6 +53,7 @@ async function auditModule(app: FastifyInstance, { deps }: { deps: AuditDeps }):
   registerAuditTables(deps.database);
   deps.registry.addPermissions(auditPermissions);
   app.personalData.add(auditPersonalData);
+  defineArchiveJob(deps);
   await app.register(auditRoutes, { database: deps.database, prefix: '/api/v1' });
   await app.register(adminAuditRoutes, { database: deps.database, auth: deps.auth, prefix: '/api/v1' });
   await app.register(myAuditRoutes, { database: deps.database, prefix: '/api/v1' });

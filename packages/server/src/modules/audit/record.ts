@@ -178,6 +178,7 @@ export async function recordAuditEvent(
       seq: 0,
       hash: GENESIS_HASH,
       archived_through_seq: 0,
+      archived_hash: GENESIS_HASH,
     });
     head = await repo.lockHead(db, context.orgId);
     if (!head) throw new Error(`the audit chain head of ${context.orgId} is missing after creating it`);

@@ -16,6 +16,7 @@ export function toOrganization(row: repo.OrgRow): Organization {
     name: row.name,
     slug: row.slug,
     plan: row.plan,
+    auditRetentionDays: row.audit_retention_days,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
   };
@@ -55,6 +56,7 @@ export async function createOrg(
       name: input.name,
       slug,
       plan: deps.config.orgs.plans[0] ?? 'free',
+      audit_retention_days: null,
       created_at: now,
       updated_at: now,
     };
@@ -128,12 +130,17 @@ export async function getOrg(deps: OrgDeps, access: OrgAccess): Promise<Organiza
 export async function updateOrg(
   deps: OrgDeps,
   access: OrgAccess,
-  input: { name?: string | undefined; slug?: string | undefined },
+  input: {
+    name?: string | undefined;
+    slug?: string | undefined;
+    auditRetentionDays?: number | null | undefined;
+  },
   audit: AuditContext,
 ): Promise<Organization> {
   const changes = {
     ...(input.name === undefined ? {} : { name: input.name }),
     ...(input.slug === undefined ? {} : { slug: input.slug }),
+    ...(input.auditRetentionDays === undefined ? {} : { audit_retention_days: input.auditRetentionDays }),
     updated_at: deps.clock.now().toISOString(),
   };
   try {
@@ -147,8 +154,15 @@ export async function updateOrg(
         action: 'org.updated',
         target: { type: 'org', id: access.orgId },
         changes: fieldChanges(
-          { name: before.name, slug: before.slug },
-          { name: changes.name ?? before.name, slug: changes.slug ?? before.slug },
+          { name: before.name, slug: before.slug, auditRetentionDays: before.audit_retention_days },
+          {
+            name: changes.name ?? before.name,
+            slug: changes.slug ?? before.slug,
+            auditRetentionDays:
+              changes.audit_retention_days === undefined
+                ? before.audit_retention_days
+                : changes.audit_retention_days,
+          },
         ),
       });
     });
