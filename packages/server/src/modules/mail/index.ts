@@ -17,7 +17,7 @@ export * as mailTemplates from './templates.ts';
 
 /**
  * The mailer for this configuration: SMTP when `SMTP_URL` is set, otherwise the development outbox (rows in
- * `mail_outbox` plus a log line, whose action links are logged everywhere except in production).
+ * `mail_outbox` plus a log line, whose action links are logged only in development).
  */
 export function createMailer(
   config: Config,
@@ -29,7 +29,9 @@ export function createMailer(
   if (config.env === 'production') {
     log.warn('SMTP_URL is not set: mail is stored in the mail_outbox table and not delivered to anyone');
   }
-  return outboxMailer(db, clock, log, { logLinks: config.env !== 'production' });
+  // Links carry one-time tokens: only a developer's own console may show them, never a test run's or
+  // production's logs (which are collected and kept).
+  return outboxMailer(db, clock, log, { logLinks: config.env === 'development' });
 }
 
 /**

@@ -46,8 +46,8 @@ describe.each(testDialects)('createMailer on %s', (dialect) => {
     return mailer;
   }
 
-  it('uses the outbox when SMTP_URL is unset, and logs the action link outside production', async () => {
-    const { database, config } = await setUp();
+  it('uses the outbox when SMTP_URL is unset, and logs the action link in development only', async () => {
+    const { database, config } = await setUp({ NODE_ENV: 'development' });
     const { log, lines } = captureLog();
 
     await track(createMailer(config, database.db, clock, log)).send(message());
@@ -58,6 +58,13 @@ describe.each(testDialects)('createMailer on %s', (dialect) => {
     expect(lines).toContainEqual(
       expect.objectContaining({ msg: 'mail stored in outbox', level: LOG_LEVEL.info, link: URL_WITH_TOKEN }),
     );
+
+    // A test run's logs are collected like production's: no link, so no token, there.
+    const quiet = await setUp();
+    const test = captureLog();
+    await track(createMailer(quiet.config, quiet.database.db, clock, test.log)).send(message());
+    expect(test.lines.filter((l) => l.msg === 'mail stored in outbox')).toHaveLength(1);
+    expect(JSON.stringify(test.lines)).not.toContain('tok_SECRET_789');
   });
 
   it('in production without SMTP_URL, warns that mail is not delivered and never logs a link', async () => {

@@ -17,7 +17,8 @@ export const memberRoutes: FastifyPluginAsyncZod<{ deps: OrgDeps }> = async (app
   app.get(
     '/orgs/:orgId/members',
     {
-      config: { permission: 'members:read' },
+      // Other people's names and addresses: a read the log records (`member.list_viewed`).
+      config: { permission: 'members:read', auditRead: { action: 'member.list_viewed' } },
       schema: {
         ...membersRoute,
         summary: 'List members',

@@ -137,6 +137,7 @@ export const adminOrgRoutes: FastifyPluginAsyncZod<{ deps: OrgDeps }> = async (a
   app.get(
     '/admin/orgs',
     {
+      config: { auditRead: { action: 'admin.orgs_viewed' } },
       schema: {
         ...adminRoute,
         summary: 'List every organization',
