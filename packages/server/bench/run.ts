@@ -1,4 +1,5 @@
 import autocannon from 'autocannon';
+import { AUDITED_CREATE, auditWorkloads, UNAUDITED_CREATE } from './audit.workloads.ts';
 import { argon2VerifyRate, authWorkloads } from './auth.workloads.ts';
 import { API_KEY_LIST, JWT_LIST, orgWorkloads } from './orgs.workloads.ts';
 import {
@@ -9,7 +10,7 @@ import {
   rateLimitWorkloads,
   roundName,
 } from './ratelimit.workloads.ts';
-import { type BenchServer, redisReachable, startBaseline, startPlinth } from './servers.ts';
+import { type BenchServer, redisReachable, startAuditBench, startBaseline, startPlinth } from './servers.ts';
 import {
   connections,
   durationSeconds,
@@ -38,12 +39,15 @@ const workloads: (Workload | Measurement)[] = [
   ...authWorkloads,
   ...orgWorkloads,
   ...rateLimitWorkloads,
+  ...auditWorkloads,
 ];
 
 /** How much slower the API-key path may be than the access-token path on the same list (issue 4's target). */
 const API_KEY_MAX_SLOWDOWN = 0.1;
 /** How much the in-memory rate limiter may add to the cost of a request (issue 5's target). */
 const LIMITER_MAX_COST = 0.05;
+/** How much auditing may add to the cost of a state change (issue 6's target). */
+const AUDIT_MAX_COST = 0.25;
 
 /** What a comparison compares: throughput (higher is better) or the server's CPU time per request (lower is). */
 type Measure = 'throughput' | 'cpu';
@@ -143,6 +147,7 @@ try {
   servers.plinth = await startPlinth(plinthEnv);
   servers['limits-off'] = await startPlinth({ ...plinthEnv, RATE_LIMITS_ENABLED: 'false' });
   servers['limits-memory'] = await startPlinth(plinthEnv);
+  servers.audit = await startAuditBench(plinthEnv);
   if (await redisReachable(redisUrl)) {
     servers['limits-redis'] = await startPlinth({ ...plinthEnv, REDIS_URL: redisUrl });
   } else {
@@ -186,6 +191,17 @@ try {
   compare(rows, LIMITS_REDIS, LIMITS_OFF, {
     measure: 'throughput',
     label: 'Rate limiting (Redis store), throughput',
+  });
+  // Auditing's cost is the event's insert and the chain head's update in the change's own transaction: CPU per
+  // request is the measure the target is set on; throughput is printed alongside.
+  compare(rows, AUDITED_CREATE, UNAUDITED_CREATE, {
+    measure: 'cpu',
+    maxCost: AUDIT_MAX_COST,
+    label: 'Auditing a create',
+  });
+  compare(rows, AUDITED_CREATE, UNAUDITED_CREATE, {
+    measure: 'throughput',
+    label: 'Auditing a create, throughput',
   });
   if (rows.some((r) => r.errors > 0 || r.non2xx > 0)) {
     console.error('Some requests failed: the figures above are not trustworthy.');

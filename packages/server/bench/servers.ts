@@ -89,10 +89,13 @@ export async function startBaseline(): Promise<BenchServer> {
  * so high that no workload reaches them — the limiter does all its work on every request but never refuses —
  * unless `env` names another `RATE_LIMITS_FILE`.
  */
-export async function startPlinth(env: Record<string, string> = {}): Promise<BenchServer> {
+export async function startPlinth(
+  env: Record<string, string> = {},
+  command: string[] = [join(serverRoot, 'bin/plinth.js'), 'serve'],
+): Promise<BenchServer> {
   const port = await freePort();
   const dataDir = mkdtempSync(join(tmpdir(), 'plinth-bench-'));
-  const child = spawn(process.execPath, [join(serverRoot, 'bin/plinth.js'), 'serve'], {
+  const child = spawn(process.execPath, command, {
     stdio: ['ignore', 'ignore', 'inherit'],
     env: {
       PATH: process.env.PATH,
@@ -113,6 +116,11 @@ export async function startPlinth(env: Record<string, string> = {}): Promise<Ben
     cpuMicros: cpuMicrosOf(child),
     stop: stopper(child, () => rmSync(dataDir, { recursive: true, force: true })),
   };
+}
+
+/** Plinth with the audit benchmark's extra module (audit-server.ts), started like `plinth serve`. */
+export function startAuditBench(env: Record<string, string> = {}): Promise<BenchServer> {
+  return startPlinth(env, ['--import', 'tsx', join(serverRoot, 'bench/audit-server.ts')]);
 }
 
 /** Whether a Redis server answers at `url` (a TCP connection within a second). */

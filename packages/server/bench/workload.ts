@@ -13,10 +13,11 @@ export const connections = Number(process.env.BENCH_CONNECTIONS ?? 50);
 
 /**
  * The servers a workload can run against: the bare Fastify baseline; Plinth as an operator runs it (rate
- * limits on, in memory), shared by most workloads; and three fresh ones for the rate-limit comparison, which
- * differ only in rate limiting — off, in memory, in Redis — so that none carries what earlier workloads wrote.
+ * limits on, in memory), shared by most workloads; three fresh ones for the rate-limit comparison, which
+ * differ only in rate limiting — off, in memory, in Redis — so that none carries what earlier workloads wrote;
+ * and Plinth with the audit benchmark's module (audit-server.ts).
  */
-export type ServerName = 'baseline' | 'plinth' | 'limits-off' | 'limits-memory' | 'limits-redis';
+export type ServerName = 'baseline' | 'plinth' | 'limits-off' | 'limits-memory' | 'limits-redis' | 'audit';
 
 /** One load test: a name, the server it runs against, and the autocannon options that describe its requests. */
 export interface Workload {

@@ -67,8 +67,38 @@ function fromBetterSqlite(path: string): SqliteConnection {
   return new BetterSqlite(path);
 }
 
+/** How many prepared statements a connection keeps for reuse. */
+const STATEMENT_CACHE_SIZE = 500;
+
+/**
+ * Keeps the most recently used prepared statements, keyed by their SQL: Kysely prepares every query it runs, and
+ * preparing (parsing and planning) costs about as much as running a short statement. Plinth's queries come from
+ * a fixed set of builders, so a few hundred distinct texts cover them; the least recently used one goes first.
+ * A cached statement stays valid across schema changes (SQLite re-prepares it when the schema moved on).
+ */
+function withStatementCache(connection: SqliteConnection): SqliteConnection {
+  const cache = new Map<string, SqliteStatement>();
+  const prepare = connection.prepare.bind(connection);
+  return Object.assign(Object.create(connection) as SqliteConnection, {
+    exec: (sql: string) => connection.exec(sql),
+    close: () => connection.close(),
+    prepare(sql: string): SqliteStatement {
+      const cached = cache.get(sql);
+      if (cached) {
+        cache.delete(sql);
+        cache.set(sql, cached);
+        return cached;
+      }
+      const statement = prepare(sql);
+      cache.set(sql, statement);
+      if (cache.size > STATEMENT_CACHE_SIZE) cache.delete(cache.keys().next().value as string);
+      return statement;
+    },
+  });
+}
+
 /** Opens (creating if needed) the SQLite database file at `path`. */
 export function openSqliteConnection(path: string): SqliteConnection {
   const builtin = builtinSqlite();
-  return builtin ? fromBuiltin(builtin, path) : fromBetterSqlite(path);
+  return withStatementCache(builtin ? fromBuiltin(builtin, path) : fromBetterSqlite(path));
 }

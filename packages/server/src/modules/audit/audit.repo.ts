@@ -1,4 +1,4 @@
-import type { Selectable, SelectQueryBuilder, Transaction } from 'kysely';
+import { type Selectable, type SelectQueryBuilder, sql, type Transaction } from 'kysely';
 import { isPostgres } from '../../db/database.ts';
 import type { AuditChainHeadsTable, AuditEventsTable, Database } from '../../db/schema.ts';
 
@@ -45,17 +45,56 @@ export async function createHead(db: Transaction<Database>, head: ChainHeadRow):
     .execute();
 }
 
-export async function advanceHead(
+/**
+ * Takes the chain's next `seq`: moves the head's `seq` on by one and returns it with the head's hash — the hash
+ * of the event before, since the head's hash moves only once the new event is written ({@link setHeadHash}). The
+ * update locks the head row until the transaction ends (PostgreSQL's row lock; SQLite's single writer), so
+ * concurrent appends queue and each reads the head the previous one left: the chain cannot fork. One statement
+ * for lock, read and advance, because an append is paid for by every audited change. Undefined when the chain
+ * has no head yet ({@link createHead}).
+ */
+export async function takeNextSeq(
   db: Transaction<Database>,
   orgId: string,
-  seq: number,
-  hash: string,
-): Promise<void> {
-  await db.updateTable('audit_chain_heads').set({ seq, hash }).where('org_id', '=', orgId).execute();
+): Promise<{ seq: number; prevHash: string } | undefined> {
+  const result = await sql<{ seq: number; hash: string }>`update audit_chain_heads set seq = seq + 1
+    where org_id = ${orgId} returning seq, hash`.execute(db);
+  const row = result.rows[0];
+  return row && { seq: Number(row.seq), prevHash: row.hash };
 }
 
+/** Points the head at the event just appended. */
+export async function setHeadHash(db: Transaction<Database>, orgId: string, hash: string): Promise<void> {
+  await sql`update audit_chain_heads set hash = ${hash} where org_id = ${orgId}`.execute(db);
+}
+
+/** The columns of an event, in the order {@link insertEvent} writes them. */
+const EVENT_COLUMNS = [
+  'id',
+  'org_id',
+  'seq',
+  'at',
+  'actor_type',
+  'actor_id',
+  'actor_via',
+  'action',
+  'target_type',
+  'target_id',
+  'request_id',
+  'ip',
+  'user_agent',
+  'outcome',
+  'changes',
+  'personal_digest',
+  'prev_hash',
+  'hash',
+  'erased_at',
+] as const satisfies readonly (keyof AuditEventRow)[];
+const INSERT_EVENT = sql.raw(`insert into audit_events (${EVENT_COLUMNS.join(', ')}) values (`);
+
+/** Writes one event: as SQL built once, since every audited change pays for it. */
 export async function insertEvent(db: Transaction<Database>, row: AuditEventRow): Promise<void> {
-  await db.insertInto('audit_events').values(row).execute();
+  await sql`${INSERT_EVENT}${sql.join(EVENT_COLUMNS.map((column) => row[column]))})`.execute(db);
 }
 
 /** The organization's head, unlocked (for verification), or undefined when it has no event yet. */

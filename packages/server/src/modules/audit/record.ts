@@ -163,7 +163,7 @@ export function fieldChanges(
 /**
  * Appends an event to its organization's chain, in the caller's transaction: `db` must be the `withTenant`
  * transaction that makes the change, so that the change never commits without its event and an event never
- * outlives a change that rolled back. Locks the chain head until that transaction ends (see repo.lockHead):
+ * outlives a change that rolled back. Locks the chain head until that transaction ends (see repo.takeNextSeq):
  * concurrent appends for one organization queue, and its chain never forks. Returns the event's `seq`.
  */
 export async function recordAuditEvent(
@@ -171,7 +171,7 @@ export async function recordAuditEvent(
   context: AuditContext,
   event: AuditEventInput,
 ): Promise<number> {
-  let head = await repo.lockHead(db, context.orgId);
+  let head = await repo.takeNextSeq(db, context.orgId);
   if (!head) {
     await repo.createHead(db, {
       org_id: context.orgId,
@@ -180,7 +180,7 @@ export async function recordAuditEvent(
       archived_through_seq: 0,
       archived_hash: GENESIS_HASH,
     });
-    head = await repo.lockHead(db, context.orgId);
+    head = await repo.takeNextSeq(db, context.orgId);
     if (!head) throw new Error(`the audit chain head of ${context.orgId} is missing after creating it`);
   }
   const changes =
@@ -194,7 +194,7 @@ export async function recordAuditEvent(
   const chained = {
     id: newId(),
     orgId: context.orgId,
-    seq: Number(head.seq) + 1,
+    seq: head.seq,
     at: context.clock.now().toISOString(),
     actorType: context.actor.type,
     actorVia: context.actor.via ?? null,
@@ -205,7 +205,7 @@ export async function recordAuditEvent(
     outcome: event.outcome ?? 'success',
   };
   const digest = personalDigest(personal);
-  const hash = eventHash({ ...chained, personalDigest: digest, prevHash: head.hash });
+  const hash = eventHash({ ...chained, personalDigest: digest, prevHash: head.prevHash });
   await repo.insertEvent(db, {
     id: chained.id,
     org_id: chained.orgId,
@@ -223,11 +223,11 @@ export async function recordAuditEvent(
     outcome: chained.outcome,
     changes,
     personal_digest: digest,
-    prev_hash: head.hash,
+    prev_hash: head.prevHash,
     hash,
     erased_at: null,
   });
-  await repo.advanceHead(db, context.orgId, chained.seq, hash);
+  await repo.setHeadHash(db, context.orgId, hash);
   return chained.seq;
 }
 

