@@ -1,4 +1,5 @@
-import { type Kysely, sql } from 'kysely';
+import { sql } from 'kysely';
+import type { DatabaseHandle } from '../db/database.ts';
 import type { Database } from '../db/schema.ts';
 
 /**
@@ -14,8 +15,12 @@ export interface RetentionPolicy {
   description: string;
   /** How many days a row is kept after it served its purpose, unless `RETENTION_DAYS` says otherwise. */
   days: number;
-  /** Removes (or clears) the rows whose time came before `cutoff` (ISO-8601); returns how many. */
-  apply(db: Kysely<Database>, cutoff: string): Promise<number>;
+  /**
+   * Removes (or clears) the rows whose time came before `cutoff` (ISO-8601); returns how many. Policies reach
+   * every organization's rows, so each statement runs in `database.acrossTenants` (on PostgreSQL, row-level
+   * security would otherwise show it none), in short transactions.
+   */
+  apply(database: Pick<DatabaseHandle, 'acrossTenants'>, cutoff: string): Promise<number>;
 }
 
 export interface RetentionRegistry {
@@ -51,15 +56,17 @@ export function purgeAfter(spec: {
   key?: string;
 }): RetentionPolicy['apply'] {
   const key = spec.key ?? 'id';
-  return async (db, cutoff) => {
+  return async (database, cutoff) => {
     const expired = sql.join(
       spec.after.map((column) => sql`${sql.ref(column)} < ${cutoff}`),
       sql` or `,
     );
     let removed = 0;
     for (;;) {
-      const result = await sql`delete from ${sql.table(spec.table)} where ${sql.ref(key)} in (
-        select ${sql.ref(key)} from ${sql.table(spec.table)} where ${expired} limit ${BATCH})`.execute(db);
+      const result = await database.acrossTenants((db) =>
+        sql`delete from ${sql.table(spec.table)} where ${sql.ref(key)} in (
+          select ${sql.ref(key)} from ${sql.table(spec.table)} where ${expired} limit ${BATCH})`.execute(db),
+      );
       const count = Number(result.numAffectedRows ?? 0);
       removed += count;
       if (count < BATCH) return removed;

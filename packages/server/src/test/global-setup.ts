@@ -7,7 +7,8 @@ import { TEST_APP_ROLE, testPostgresUrl, testSchemaPrefix } from './dialects.ts'
  * (its test schemas share the prefix) and returns the teardown that drops them.
  */
 export default async function setup(): Promise<(() => Promise<void>) | undefined> {
-  process.env.PLINTH_TEST_RUN = randomBytes(4).toString('hex');
+  // The run's start time is part of its name, so a later run can tell a killed run's schemas from a live one's.
+  process.env.PLINTH_TEST_RUN = `t${Date.now().toString(36)}r${randomBytes(3).toString('hex')}`;
   if (!testPostgresUrl) {
     console.log(
       '\n[plinth] PostgreSQL suite SKIPPED: TEST_DATABASE_URL is not set, so database tests run on SQLite only.\n' +
@@ -20,6 +21,7 @@ export default async function setup(): Promise<(() => Promise<void>) | undefined
   try {
     await client.connect();
     await createTestAppRole(client);
+    await dropAbandonedSchemas(client);
   } catch (error) {
     throw new Error(`TEST_DATABASE_URL is set but PostgreSQL is not reachable: ${String(error)}`);
   } finally {
@@ -39,6 +41,26 @@ async function createTestAppRole(client: pg.Client): Promise<void> {
     create role ${TEST_APP_ROLE} login nosuperuser nobypassrls;
   exception when duplicate_object then null;
   end $$`);
+}
+
+/** A run older than this is dead (no test run takes hours): its schemas were left by a run that was killed. */
+const ABANDONED_AFTER_MS = 6 * 60 * 60 * 1000;
+
+/**
+ * Drops the schemas of runs that were killed before their teardown. Left behind, they pile up in the catalog,
+ * and every migrator's introspection of it (once per test app) slows down with them.
+ */
+async function dropAbandonedSchemas(client: pg.Client): Promise<void> {
+  const { rows } = await client.query<{ name: string }>(
+    "select nspname as name from pg_namespace where nspname ~ '^test_t[0-9a-z]+r[0-9a-f]+_'",
+  );
+  const now = Date.now();
+  for (const { name } of rows) {
+    const started = Number.parseInt(/^test_t([0-9a-z]+)r/.exec(name)?.[1] ?? '', 36);
+    if (Number.isFinite(started) && now - started > ABANDONED_AFTER_MS) {
+      await client.query(`drop schema if exists "${name}" cascade`);
+    }
+  }
 }
 
 async function dropRunSchemas(): Promise<void> {

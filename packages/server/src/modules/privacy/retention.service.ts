@@ -12,13 +12,15 @@ export const exportRetention: RetentionPolicy[] = [
     name: 'data_export_archives',
     description: 'data export archives once their link expired (the export shows `expired`)',
     days: 0,
-    async apply(db, cutoff) {
-      const result = await db
-        .updateTable('data_exports')
-        .set({ state: 'expired', archive: null })
-        .where('state', '=', 'ready')
-        .where('expires_at', '<', cutoff)
-        .executeTakeFirst();
+    async apply(database, cutoff) {
+      const result = await database.acrossTenants((db) =>
+        db
+          .updateTable('data_exports')
+          .set({ state: 'expired', archive: null })
+          .where('state', '=', 'ready')
+          .where('expires_at', '<', cutoff)
+          .executeTakeFirst(),
+      );
       return Number(result.numUpdatedRows);
     },
   },
@@ -43,7 +45,7 @@ export async function applyRetention(deps: PrivacyDeps): Promise<Record<string, 
     const days = deps.retentionDays[policy.name] ?? policy.days;
     const cutoff = new Date(now - days * 86_400_000).toISOString();
     try {
-      removed[policy.name] = await policy.apply(deps.database.db, cutoff);
+      removed[policy.name] = await policy.apply(deps.database, cutoff);
     } catch (err) {
       failed = true;
       deps.log.error({ err, policy: policy.name }, 'retention policy failed');

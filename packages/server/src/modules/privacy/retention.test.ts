@@ -3,7 +3,7 @@ import type { PlinthApp } from '../../app.ts';
 import { bearer, createFakeClock, DAY, HOUR, login, PASSWORD } from '../../test/auth-helpers.ts';
 import { testDialects } from '../../test/dialects.ts';
 import { buildTestApp } from '../../test/harness.ts';
-import { signedInUser } from '../../test/org-helpers.ts';
+import { createOrg, invite, signedInUser } from '../../test/org-helpers.ts';
 
 // Retention: every module's declared policies, applied by the daily `privacy.retention` job — which removes what
 // served its purpose past its days, keeps what is still live, and takes `RETENTION_DAYS` overrides by name.
@@ -29,6 +29,9 @@ describe.each(testDialects)('retention (%s)', (dialect) => {
   it('removes ended sessions and expired export archives after their days, once a day, and keeps live ones', async () => {
     const { app, clock } = await start();
     const user = await signedInUser(app, 'retained@example.test');
+    // An organization's row (tenant-scoped, behind row-level security on PostgreSQL) the job must reach too.
+    const { id: orgId } = await createOrg(app, user.accessToken, 'Retained Org');
+    await invite(app, user.accessToken, orgId, 'never-accepts@example.test', 'member');
     const ended = await login(app, user.email, PASSWORD);
     await app.inject({ method: 'POST', url: '/api/v1/auth/logout', headers: bearer(ended.accessToken) });
     const exportRes = await app.inject({
@@ -76,6 +79,14 @@ describe.each(testDialects)('retention (%s)', (dialect) => {
     expect(runs).toHaveLength(1);
     expect(runs[0]?.state).toBe('succeeded');
     expect(runs[0]?.idempotency_key).not.toBe(firstRuns[0]?.idempotency_key);
+
+    // The invitation expired 7 days in; 30 days after that, it goes.
+    const invitations = () =>
+      app.database.withTenant(orgId, (db) => db.selectFrom('invitations').select('id').execute());
+    expect(await invitations()).toHaveLength(1);
+    clock.advance(7 * DAY);
+    await app.jobs.drain();
+    expect(await invitations()).toEqual([]);
   });
 
   it('takes RETENTION_DAYS over a default, and refuses to start for a policy that does not exist', async () => {
