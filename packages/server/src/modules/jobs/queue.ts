@@ -108,11 +108,6 @@ export function nextCronTime(cron: string, after: Date): Date {
   return next;
 }
 
-interface Registered {
-  name: string;
-  definition: JobDefinition<unknown>;
-}
-
 /**
  * The durable job queue over the `jobs` table. Claims are atomic (see repo.claimDue), so several workers —
  * threads of one replica or many replicas — never run one job at the same time; a worker that dies leaves its
@@ -121,7 +116,7 @@ interface Registered {
  */
 export function createJobQueue(deps: JobQueueDeps): JobQueue {
   const { db, clock, log, config } = deps;
-  const definitions = new Map<string, Registered>();
+  const definitions = new Map<string, JobDefinition<unknown>>();
   const schedules = new Map<string, { cron: string; job: { name: string; payload: unknown } }>();
   const workerId = `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
   const running = new Set<Promise<void>>();
@@ -133,10 +128,10 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
   const iso = (date: Date) => date.toISOString();
   const lockedUntil = () => iso(new Date(clock.now().getTime() + config.visibilityTimeoutSeconds * 1000));
 
-  function definitionOf(name: string): Registered {
-    const registered = definitions.get(name);
-    if (!registered) throw new Error(`no job named "${name}" is defined`);
-    return registered;
+  function definitionOf(name: string): JobDefinition<unknown> {
+    const definition = definitions.get(name);
+    if (!definition) throw new Error(`no job named "${name}" is defined`);
+    return definition;
   }
 
   async function enqueue<Payload>(
@@ -144,7 +139,7 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
     payload: Payload,
     options: EnqueueOptions = {},
   ): Promise<{ id: string; created: boolean }> {
-    const { definition } = definitionOf(name);
+    const definition = definitionOf(name);
     const checked = definition.payload.parse(payload);
     const now = clock.now();
     const runAt =
@@ -175,7 +170,7 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
 
   /** Runs one claimed job to its end: done, retried later, or dead. Never throws. */
   async function run(job: repo.JobRow): Promise<void> {
-    const registered = definitions.get(job.name);
+    const definition = definitions.get(job.name);
     const heartbeat = setInterval(
       () => {
         repo.extendLock(db, job.id, workerId, lockedUntil()).catch((err: unknown) => {
@@ -186,17 +181,17 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
     );
     heartbeat.unref();
     try {
-      if (!registered) throw new PermanentJobError(`no job named "${job.name}" is defined`);
-      const parsed = registered.definition.payload.safeParse(JSON.parse(job.payload));
+      if (!definition) throw new PermanentJobError(`no job named "${job.name}" is defined`);
+      const parsed = definition.payload.safeParse(JSON.parse(job.payload));
       if (!parsed.success) throw new PermanentJobError(`payload does not match: ${parsed.error.message}`);
-      await registered.definition.handler(parsed.data, {
+      await definition.handler(parsed.data, {
         jobId: job.id,
         attempt: job.attempts,
         idempotencyKey: job.idempotency_key ?? job.id,
       });
       await repo.finishRun(db, job.id, workerId, { state: 'succeeded', now: iso(clock.now()) });
     } catch (error) {
-      await fail(job, registered, error).catch((err: unknown) => {
+      await fail(job, definition, error).catch((err: unknown) => {
         // The lock runs out and another worker retries it: at-least-once still holds.
         log.error({ err, jobId: job.id }, 'could not record a job failure');
       });
@@ -205,7 +200,11 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
     }
   }
 
-  async function fail(job: repo.JobRow, registered: Registered | undefined, error: unknown): Promise<void> {
+  async function fail(
+    job: repo.JobRow,
+    definition: JobDefinition<unknown> | undefined,
+    error: unknown,
+  ): Promise<void> {
     const message = (error instanceof Error ? error.message : String(error)).slice(0, ERROR_MAX_LENGTH);
     const now = clock.now();
     const permanent = error instanceof PermanentJobError;
@@ -217,7 +216,6 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
       );
       return;
     }
-    const definition = registered?.definition;
     const delay = retryDelaySeconds(
       job.attempts,
       definition?.backoffSeconds ?? DEFAULT_BACKOFF_SECONDS,
@@ -326,12 +324,12 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
   return {
     define(name, definition) {
       if (definitions.has(name)) throw new Error(`job "${name}" is defined twice`);
-      definitions.set(name, { name, definition: definition as JobDefinition<unknown> });
+      definitions.set(name, definition as JobDefinition<unknown>);
     },
     enqueue,
     schedule(name, cron, job) {
       nextCronTime(cron, clock.now());
-      definitionOf(job.name).definition.payload.parse(job.payload);
+      definitionOf(job.name).payload.parse(job.payload);
       if (schedules.has(name)) throw new Error(`schedule "${name}" is defined twice`);
       schedules.set(name, { cron, job });
     },

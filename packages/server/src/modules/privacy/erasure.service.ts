@@ -53,7 +53,8 @@ export async function requestErasure(
   input: { password: string; code?: string | undefined },
 ): Promise<{ scheduledFor: string }> {
   await reauthenticate(deps.auth, caller, input);
-  return scheduleErasure(deps, caller.actor.id, caller, 'user.erasure_requested');
+  const userId = caller.actor.id;
+  return scheduleErasure(deps, userId, caller, { chain: userId, action: 'user.erasure_requested' });
 }
 
 /** An operator's request for someone else's account: scheduled the same way, recorded on the installation's chain. */
@@ -63,7 +64,7 @@ export async function scheduleErasureByOperator(
   userId: string,
 ): Promise<{ scheduledFor: string }> {
   await getUser(deps.auth, userId);
-  return scheduleErasure(deps, userId, operator, 'admin.user_erasure_scheduled');
+  return scheduleErasure(deps, userId, operator, { chain: null, action: 'admin.user_erasure_scheduled' });
 }
 
 /**
@@ -75,14 +76,13 @@ async function scheduleErasure(
   deps: PrivacyDeps,
   userId: string,
   caller: AccountCaller,
-  action: string,
+  audit: { chain: string | null; action: string },
 ): Promise<{ scheduledFor: string }> {
   const reasons = await deps.database.acrossTenants((db) => blockersOf(deps, db, userId));
   if (reasons.length > 0) throw blocked(reasons);
   const now = deps.clock.now();
   const scheduledFor = new Date(now.getTime() + deps.erasureGraceDays * 86_400_000).toISOString();
-  const chain = action.startsWith('admin.') ? null : userId;
-  await auditAccount(deps, chain, caller, async (db, record) => {
+  await auditAccount(deps, audit.chain, caller, async (db, record) => {
     await db
       .updateTable('users')
       .set({ erasure_scheduled_for: scheduledFor })
@@ -95,7 +95,7 @@ async function scheduleErasure(
       { db, runAt: new Date(scheduledFor), idempotencyKey: `${ERASE_JOB}:${userId}:${scheduledFor}` },
     );
     await record({
-      action,
+      action: audit.action,
       target: { type: 'user', id: userId },
       changes: fieldChanges(null, { scheduledFor }),
     });

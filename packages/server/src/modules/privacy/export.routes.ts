@@ -4,7 +4,8 @@ import { z } from 'zod';
 import { idParam } from '../../core/ids.ts';
 import { jsonResponse, problemResponses } from '../../core/responses.ts';
 import { callerOf, clientOf, selfCaller, userOf } from '../auth/index.ts';
-import { downloadExport, type ExportDeps, getExport, requestExport } from './export.service.ts';
+import type { PrivacyDeps } from './deps.ts';
+import { downloadExport, getExport, requestExport } from './export.service.ts';
 
 const meRoute = { tags: ['Privacy'], security: [{ bearerAuth: [] }] };
 const ExportParams = z.object({ exportId: idParam('Not an export id.') });
@@ -13,7 +14,7 @@ const ExportParams = z.object({ exportId: idParam('Not an export id.') });
  * Data exports: `POST /api/v1/me/export`, `GET /api/v1/me/exports/{id}` (signed in), and the download link
  * `GET /api/v1/me/exports/{id}/download`, which its signature alone authorises.
  */
-export const exportRoutes: FastifyPluginAsyncZod<{ deps: ExportDeps }> = async (app, { deps }) => {
+export const exportRoutes: FastifyPluginAsyncZod<{ deps: PrivacyDeps }> = async (app, { deps }) => {
   app.post(
     '/me/export',
     {

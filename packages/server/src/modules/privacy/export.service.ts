@@ -17,8 +17,6 @@ import type { PrivacyDeps } from './deps.ts';
  * it expires. Requests, builds and downloads are recorded on the person's audit chain.
  */
 
-export type ExportDeps = PrivacyDeps;
-
 type ExportRow = Selectable<DataExportsTable>;
 
 /** The job that builds an archive. */
@@ -29,22 +27,22 @@ const ARCHIVE_FORMAT = 'plinth-data-export/1';
 const EXPORT_MAX_ATTEMPTS = 5;
 
 /** The key download links are signed with: derived from ENCRYPTION_KEY for this purpose only. */
-const linkKey = (deps: Pick<ExportDeps, 'encryptionKey'>) =>
+const linkKey = (deps: Pick<PrivacyDeps, 'encryptionKey'>) =>
   deriveKey(deps.encryptionKey, 'plinth data export download links');
 
-function linkSignature(deps: Pick<ExportDeps, 'encryptionKey'>, exportId: string, expires: number): string {
+function linkSignature(deps: Pick<PrivacyDeps, 'encryptionKey'>, exportId: string, expires: number): string {
   return hmacSha256Hex(linkKey(deps), `${exportId}.${expires}`);
 }
 
 /** The signed link of a ready export: it names the export and its expiry, and needs no other credential. */
-function downloadUrl(deps: ExportDeps, row: ExportRow): string | null {
+function downloadUrl(deps: PrivacyDeps, row: ExportRow): string | null {
   if (row.state !== 'ready' || row.expires_at === null) return null;
   const expires = Math.floor(new Date(row.expires_at).getTime() / 1000);
   const signature = linkSignature(deps, row.id, expires);
   return `${deps.publicUrl}/api/v1/me/exports/${row.id}/download?expires=${expires}&signature=${signature}`;
 }
 
-function toDataExport(deps: ExportDeps, row: ExportRow): DataExport {
+function toDataExport(deps: PrivacyDeps, row: ExportRow): DataExport {
   return {
     id: row.id,
     status: row.state,
@@ -58,7 +56,7 @@ function toDataExport(deps: ExportDeps, row: ExportRow): DataExport {
 }
 
 /** Registers the job that builds archives. */
-export function defineExportJob(deps: ExportDeps): void {
+export function defineExportJob(deps: PrivacyDeps): void {
   deps.jobs.define(EXPORT_JOB, {
     payload: ExportJobPayload,
     maxAttempts: EXPORT_MAX_ATTEMPTS,
@@ -70,7 +68,7 @@ export function defineExportJob(deps: ExportDeps): void {
  * Asks for an export. While one of the caller's exports is still being built, answers with that one instead of
  * queueing another. The request, its job and its audit event commit together.
  */
-export async function requestExport(deps: ExportDeps, caller: AccountCaller): Promise<{ id: string }> {
+export async function requestExport(deps: PrivacyDeps, caller: AccountCaller): Promise<{ id: string }> {
   const userId = caller.actor.id;
   return auditAccount(deps, userId, caller, async (db, record) => {
     const pending = await db
@@ -102,7 +100,7 @@ export async function requestExport(deps: ExportDeps, caller: AccountCaller): Pr
 }
 
 /** One of the caller's exports; another person's is "not found". */
-export async function getExport(deps: ExportDeps, userId: string, exportId: string): Promise<DataExport> {
+export async function getExport(deps: PrivacyDeps, userId: string, exportId: string): Promise<DataExport> {
   const row = await deps.database.db
     .selectFrom('data_exports')
     .selectAll()
@@ -119,7 +117,7 @@ export async function getExport(deps: ExportDeps, userId: string, exportId: stri
  * no longer pending is left alone, so a retry after a crash does not build it twice. On its last attempt, a
  * failure marks the export failed, so its owner is not left waiting.
  */
-async function buildExport(deps: ExportDeps, exportId: string, context: JobContext): Promise<void> {
+async function buildExport(deps: PrivacyDeps, exportId: string, context: JobContext): Promise<void> {
   const row = await deps.database.db
     .selectFrom('data_exports')
     .select(['id', 'user_id', 'state', 'requested_at'])
@@ -174,7 +172,7 @@ async function buildExport(deps: ExportDeps, exportId: string, context: JobConte
   }
 }
 
-async function notifyReady(deps: ExportDeps, row: ExportRow): Promise<void> {
+async function notifyReady(deps: PrivacyDeps, row: ExportRow): Promise<void> {
   const user = await deps.database.db
     .selectFrom('users')
     .select(['email', 'name'])
@@ -196,7 +194,7 @@ async function notifyReady(deps: ExportDeps, row: ExportRow): Promise<void> {
  * download on the owner's chain happen in one transaction, so two clicks on the link download it once.
  */
 export async function downloadExport(
-  deps: ExportDeps,
+  deps: PrivacyDeps,
   exportId: string,
   link: { expires: number; signature: string },
   caller: (ownerId: string) => AccountCaller,
@@ -208,7 +206,7 @@ export async function downloadExport(
   if (link.expires * 1000 <= now.getTime()) throw new AppError(privacyErrors.EXPORT_GONE);
   const row = await deps.database.db
     .selectFrom('data_exports')
-    .select(['id', 'user_id', 'state', 'expires_at'])
+    .select('user_id')
     .where('id', '=', exportId)
     .executeTakeFirst();
   if (!row) throw new AppError(privacyErrors.EXPORT_NOT_FOUND);
