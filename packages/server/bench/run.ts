@@ -10,13 +10,21 @@ import {
   rateLimitWorkloads,
   roundName,
 } from './ratelimit.workloads.ts';
+import {
+  REALTIME_BASELINE,
+  REALTIME_CHANGE,
+  REALTIME_REPLICAS,
+  realtimeWorkloads,
+} from './realtime.workloads.ts';
 import { type BenchServer, redisReachable, startAuditBench, startBaseline, startPlinth } from './servers.ts';
+import { WEBHOOK_BASELINE, WEBHOOK_DELIVERIES, webhookWorkloads } from './webhooks.workloads.ts';
 import {
   connections,
   durationSeconds,
   type Figures,
   type Measurement,
   type ServerName,
+  selected,
   type Workload,
   warmupSeconds,
 } from './workload.ts';
@@ -27,7 +35,8 @@ import {
  * with another machine's. Each issue adds its workloads to `workloads`.
  *
  * Environment: BENCH_DURATION (seconds per workload, default 10), BENCH_WARMUP (unmeasured seconds before each,
- * default 3), BENCH_CONNECTIONS (default 50), REDIS_URL
+ * default 3), BENCH_CONNECTIONS (default 50), BENCH_ONLY (run only the workloads whose names contain one of these
+ * comma-separated parts), REDIS_URL
  * (the Redis of the Redis-store workload, default redis://127.0.0.1:6379; skipped when unreachable).
  */
 const get = (path: string) => async () => ({ path });
@@ -40,6 +49,8 @@ const workloads: (Workload | Measurement)[] = [
   ...orgWorkloads,
   ...rateLimitWorkloads,
   ...auditWorkloads,
+  ...webhookWorkloads,
+  ...realtimeWorkloads,
 ];
 
 /** How much slower the API-key path may be than the access-token path on the same list (issue 4's target). */
@@ -161,7 +172,7 @@ try {
   const rows: Figures[] = [];
   for (const workload of workloads) {
     const server = 'measure' in workload ? undefined : servers[workload.server];
-    if (!('measure' in workload) && !server) continue;
+    if ((!('measure' in workload) && !server) || !selected(workload.name)) continue;
     process.stderr.write(`running ${workload.name} …\n`);
     rows.push(
       'measure' in workload ? await workload.measure() : await drive(server as BenchServer, workload),
@@ -203,6 +214,20 @@ try {
     measure: 'throughput',
     label: 'Auditing a create, throughput',
   });
+  compare(rows, WEBHOOK_DELIVERIES, WEBHOOK_BASELINE, {
+    measure: 'throughput',
+    label: 'Webhook deliveries vs raw POSTs to the same receiver',
+  });
+  // Realtime: what the platform adds to a change's way to a connected client, over the raw WebSocket round trip.
+  for (const name of [REALTIME_CHANGE, REALTIME_REPLICAS]) {
+    const change = rows.find((r) => r.name === name);
+    const baseline = rows.find((r) => r.name === REALTIME_BASELINE);
+    if (change?.p50Ms && baseline?.p50Ms !== undefined) {
+      console.log(
+        `${name}: p50 ${change.p50Ms} ms, p99 ${change.p99Ms} ms (raw WebSocket round trip p50 ${baseline.p50Ms} ms, p99 ${baseline.p99Ms} ms).`,
+      );
+    }
+  }
   if (rows.some((r) => r.errors > 0 || r.non2xx > 0)) {
     console.error('Some requests failed: the figures above are not trustworthy.');
     process.exitCode = 1;

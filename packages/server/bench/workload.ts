@@ -12,6 +12,15 @@ export const warmupSeconds = Number(process.env.BENCH_WARMUP ?? 3);
 export const connections = Number(process.env.BENCH_CONNECTIONS ?? 50);
 
 /**
+ * Whether a workload runs: every one, unless `BENCH_ONLY` lists comma-separated parts of the names to run (e.g.
+ * `BENCH_ONLY=audited` while working on one figure; comparisons whose workloads did not run are left out).
+ */
+export function selected(name: string): boolean {
+  const only = (process.env.BENCH_ONLY ?? '').split(',').filter((part) => part.trim() !== '');
+  return only.length === 0 || only.some((part) => name.includes(part.trim()));
+}
+
+/**
  * The servers a workload can run against: the bare Fastify baseline; Plinth as an operator runs it (rate
  * limits on, in memory), shared by most workloads; three fresh ones for the rate-limit comparison, which
  * differ only in rate limiting — off, in memory, in Redis — so that none carries what earlier workloads wrote;

@@ -36,8 +36,17 @@ import {
   createTokenService,
   systemCaller,
 } from './modules/auth/index.ts';
-import { createJobQueue, type JobQueue, jobRetention } from './modules/jobs/index.ts';
-import { createMailer, mailOutboxRetention } from './modules/mail/index.ts';
+import { defineBackupJob } from './modules/backup/index.ts';
+import { createDomainEvents, eventsModule, eventTags } from './modules/events/index.ts';
+import {
+  createJobMetrics,
+  createJobQueue,
+  type JobQueue,
+  jobRetention,
+  jobsAdminRoutes,
+} from './modules/jobs/index.ts';
+import { createMailer, mailOutboxRetention, queuedMailer } from './modules/mail/index.ts';
+import { createNotifier, notificationsModule, notificationTags } from './modules/notifications/index.ts';
 import {
   createMetrics,
   healthChecks,
@@ -58,6 +67,15 @@ import {
   rateLimitUsageModule,
 } from './modules/ratelimit/index.ts';
 import { createAccessRegistry, createAccessResolver, rbacModule, rbacTags } from './modules/rbac/index.ts';
+import {
+  allowedOrigins,
+  createRealtimeHub,
+  orgChannel,
+  realtimeModule,
+  realtimeTags,
+} from './modules/realtime/index.ts';
+import { reportsModule, reportTags } from './modules/reports/index.ts';
+import { addressPolicy, createWebhookSender, webhooksModule, webhookTags } from './modules/webhooks/index.ts';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -148,8 +166,17 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   app.decorate('database', database);
   app.decorate('redis', redis);
   app.decorate('clock', clock);
-  const jobs = createJobQueue({ db: database.db, clock, log: app.log, config: config.jobs });
+  const jobs = createJobQueue({
+    db: database.db,
+    clock,
+    log: app.log,
+    config: config.jobs,
+    metrics: createJobMetrics(appMetrics.registry, database.db),
+  });
   app.decorate('jobs', jobs);
+  // The domain event outbox: modules publish in their changes' transactions; the relay job fans events out.
+  const domainEvents = createDomainEvents({ database, jobs, clock, log: app.log });
+  app.decorate('domainEvents', domainEvents);
   const personalData = createPersonalDataRegistry();
   app.decorate('personalData', personalData);
   const retention = createRetentionRegistry();
@@ -163,8 +190,10 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
 
   const broadcast = createBroadcast(redis, app.log);
   app.addHook('onClose', async () => broadcast.close());
-  const mailer = createMailer(config, database.db, clock, app.log);
-  app.addHook('onClose', async () => mailer.close());
+  const mailTransport = createMailer(config, database.db, clock, app.log);
+  app.addHook('onClose', async () => mailTransport.close());
+  // Every module sends through the queue: a mail is a durable job, retried while the mail server is away.
+  const mailer = queuedMailer(jobs, mailTransport, config.encryptionKey);
   const revoked = await createRevokedSessions({
     db: database.db,
     clock,
@@ -214,6 +243,9 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     decisions: appMetrics.rateLimitDecisions,
   };
   app.addHook('onClose', async () => apiKeyStore.close());
+  // Live events to connected clients, fanned out to every replica over the broadcast (modules/realtime).
+  const realtimeHub = await createRealtimeHub({ broadcast, database, clock, log: app.log });
+  const notifier = createNotifier({ database, clock, log: app.log, realtime: realtimeHub });
   const authenticate = createAuthenticators(authDeps, apiKeyStore.verify);
 
   app.addHook('onRequest', async (request, reply) => {
@@ -269,17 +301,25 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       ...orgTags,
       ...rbacTags,
       ...apiKeyTags,
+      ...eventTags,
+      ...webhookTags,
       ...auditTags,
       ...rateLimitTags,
+      ...reportTags,
       ...privacyTags,
+      ...realtimeTags,
+      ...notificationTags,
     ],
   });
   await app.register(metrics, { metrics: appMetrics, token: config.metricsToken });
   await app.register(healthRoutes, { dialect: database.dialect });
   await app.register(authModule, { deps: authDeps, authenticateUser: authenticate.user });
+  await app.register(jobsAdminRoutes, { auth: authDeps, prefix: '/api/v1' });
   const rbacDeps = { database, registry, access, clock };
   await app.register(rbacModule, { deps: rbacDeps, authenticate: authenticate.any });
-  await app.register(orgsModule, { deps: { ...rbacDeps, config, log: app.log, mailer, auth: authDeps } });
+  await app.register(orgsModule, {
+    deps: { ...rbacDeps, config, log: app.log, mailer, auth: authDeps, events: domainEvents },
+  });
   await app.register(apiKeysModule, {
     deps: {
       database,
@@ -287,6 +327,46 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       registry,
       store: apiKeyStore,
       rotationGraceSeconds: config.orgs.apiKeyRotationGraceSeconds,
+      events: domainEvents,
+    },
+  });
+  await app.register(eventsModule, { events: domainEvents });
+  await app.register(realtimeModule, {
+    deps: {
+      config: config.realtime,
+      database,
+      clock,
+      log: app.log,
+      hub: realtimeHub,
+      authenticate: authenticate.any,
+      revoked,
+      apiKeys: apiKeyStore,
+      access,
+      registry,
+      origins: allowedOrigins(config.corsOrigins, config.publicUrl),
+      metrics: appMetrics.registry,
+    },
+  });
+  await app.register(notificationsModule, {
+    deps: { database, clock, log: app.log, realtime: realtimeHub },
+    notifier,
+  });
+  // Every domain event reaches its organization's channel once committed (and relayed).
+  domainEvents.onCommitted((event) => realtimeHub.publish(orgChannel(event.orgId), event));
+  const webhookPolicy = addressPolicy(config.webhooks.allowedHosts);
+  await app.register(webhooksModule, {
+    deps: {
+      database,
+      clock,
+      log: app.log,
+      registry,
+      jobs,
+      events: domainEvents,
+      mailer,
+      config: config.webhooks,
+      encryptionKey: config.encryptionKey,
+      policy: webhookPolicy,
+      sender: createWebhookSender({ policy: webhookPolicy, timeoutMs: config.webhooks.timeoutMs }),
     },
   });
   await app.register(auditLogModule, {
@@ -302,12 +382,18 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     },
   });
   await app.register(rateLimitUsageModule, { deps: rateLimitDeps });
+  const consentPurposes = createConsentPurposeRegistry();
+  await app.register(reportsModule, {
+    deps: { database, clock, log: app.log, jobs, mailer, registry, access, purposes: consentPurposes },
+  });
+  // Embedded mode only: the nightly SQLite backup (on PostgreSQL nothing is declared).
+  defineBackupJob({ database: config.database, backup: config.backup, jobs, clock, log: app.log });
   await app.register(privacyModule, {
     deps: {
       database,
       clock,
       log: app.log,
-      purposes: createConsentPurposeRegistry(),
+      purposes: consentPurposes,
       personalData,
       jobs,
       mailer,
@@ -318,6 +404,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       auth: authDeps,
       retention,
       retentionDays: config.privacy.retentionDays,
+      notifications: notifier,
     },
   });
   await app.register(

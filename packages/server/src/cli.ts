@@ -1,3 +1,4 @@
+import { resolve } from 'node:path';
 import { coreErrors } from '@plinth/shared';
 import { Command } from 'commander';
 import pino from 'pino';
@@ -10,6 +11,7 @@ import { openDatabase } from './db/database.ts';
 import { migrateToLatest, migrationStatus } from './db/migrate.ts';
 import { auditChains, verifyAuditChain } from './modules/audit/index.ts';
 import { createAdmin } from './modules/auth/index.ts';
+import { backupSqlite } from './modules/backup/index.ts';
 import { describeDatabase, startServer } from './server.ts';
 
 /**
@@ -112,6 +114,38 @@ audit
       );
       if (broken > 0) process.exitCode = 1;
     });
+  });
+
+program
+  .command('backup')
+  .description(
+    'Back up the SQLite database now (embedded mode), as the nightly job does: online backup, verified, into BACKUP_DIR, keeping the BACKUP_KEEP newest.',
+  )
+  .option('--dir <dir>', 'write the backup here instead of BACKUP_DIR')
+  .option('--keep <n>', 'keep this many backups instead of BACKUP_KEEP')
+  .action(async (options: { dir?: string; keep?: string }) => {
+    const config = loadConfig();
+    const log = (line: string) => process.stdout.write(`${line}\n`);
+    if (config.database.dialect !== 'sqlite') {
+      throw new AppError(coreErrors.BAD_REQUEST, {
+        detail:
+          'plinth backup backs up the SQLite database of embedded mode; back up PostgreSQL with pg_dump or your provider (docs/operations.md).',
+      });
+    }
+    const keep = options.keep === undefined ? config.backup.keep : Number(options.keep);
+    if (!Number.isInteger(keep) || keep < 1 || keep > 1000) {
+      throw new AppError(coreErrors.VALIDATION_FAILED, {
+        detail: `--keep: not a number from 1 to 1000: ${options.keep}`,
+      });
+    }
+    const result = await backupSqlite({
+      source: config.database.path,
+      dir: options.dir === undefined ? config.backup.dir : resolve(options.dir),
+      keep,
+      now: systemClock.now(),
+    });
+    log(`Backup written: ${result.file} (${result.bytes} bytes, integrity check ok).`);
+    for (const removed of result.removed) log(`Removed old backup: ${removed}`);
   });
 
 /** Reads a password from the terminal without echoing it, or one line from standard input when piped. */

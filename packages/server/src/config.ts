@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { isAbsolute, join, resolve } from 'node:path';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parseEnv } from 'node:util';
 import { z } from 'zod';
 import { parseRange } from './core/ip-ranges.ts';
@@ -119,7 +119,36 @@ export interface Config {
   readonly loadShedding: LoadSheddingConfig;
   readonly rateLimits: RateLimitsConfig;
   readonly jobs: JobsConfig;
+  readonly webhooks: WebhooksConfig;
   readonly privacy: PrivacyConfig;
+  readonly realtime: RealtimeConfig;
+  readonly backup: BackupConfig;
+}
+
+/** The nightly SQLite backup of embedded mode (modules/backup); unused on PostgreSQL. */
+export interface BackupConfig {
+  /** Where backups are written (`BACKUP_DIR`; default `backups/` beside the SQLite file). */
+  readonly dir: string;
+  /** How many backups are kept, the newest (`BACKUP_KEEP`); older ones are deleted after each backup. */
+  readonly keep: number;
+}
+
+/** Limits of the realtime connections (WebSocket and SSE) of one replica; docs/configuration.md explains each. */
+export interface RealtimeConfig {
+  /** How long a ticket from `POST /realtime/ticket` can be used, in seconds (it works once). */
+  readonly ticketTtlSeconds: number;
+  /** Largest message a client may send, in bytes; a larger one is answered with an error and ignored. */
+  readonly maxMessageBytes: number;
+  /** Most channels one connection may follow. */
+  readonly maxSubscriptions: number;
+  /** Most connections one user (or API key) may hold open on one replica. */
+  readonly maxConnectionsPerUser: number;
+  /** Most connections one replica holds open. */
+  readonly maxConnections: number;
+  /** How often the server pings each connection, in ms; one that has not answered the previous ping is dropped. */
+  readonly pingIntervalMs: number;
+  /** How many bytes may wait unsent for one client before it is dropped as a slow consumer. */
+  readonly maxBufferedBytes: number;
 }
 
 export interface PrivacyConfig {
@@ -135,11 +164,29 @@ export interface PrivacyConfig {
   readonly auditArchiveDir: string;
 }
 
+export interface WebhooksConfig {
+  /**
+   * Hosts (exact names, case-insensitive) and IP addresses or CIDR ranges that webhook URLs may reach although
+   * they are not public (`WEBHOOK_ALLOWED_HOSTS`); empty by default.
+   */
+  readonly allowedHosts: readonly string[];
+  /** Whether endpoint URLs must be https (in production); http is accepted otherwise. */
+  readonly requireHttps: boolean;
+  /** How long one delivery attempt may take, connection to response body, in milliseconds. */
+  readonly timeoutMs: number;
+  /** An endpoint whose attempts have all failed for this many days is turned off; 0 never turns one off. */
+  readonly autoDisableDays: number;
+  /** How long a rotated signing secret keeps signing alongside the new one by default, in seconds. */
+  readonly rotationGraceSeconds: number;
+}
+
 export interface JobsConfig {
   /** Whether this process runs background jobs and schedules (a replica may serve requests only). */
   readonly worker: boolean;
-  /** How many jobs this process runs at once. */
+  /** How many jobs of one queue this process runs at once, for queues not in `queueConcurrency`. */
   readonly concurrency: number;
+  /** Queues whose concurrency differs from `concurrency`: queue name → jobs at once (`JOBS_QUEUE_CONCURRENCY`). */
+  readonly queueConcurrency: Readonly<Record<string, number>>;
   /** How often an idle worker looks for due jobs and schedules, in milliseconds. */
   readonly pollIntervalMs: number;
   /** How long a claimed job stays with its worker without a heartbeat before another may take it, in seconds. */
@@ -231,6 +278,32 @@ const integer = (min: number, max: number) =>
         .max(max, { error: `must be at most ${max}` }),
     );
 
+/**
+ * `name=number` pairs, comma-separated (e.g. `sessions=60,mail_outbox=7`), as an object; empty by default. Names
+ * are lower-case identifiers; whether each names something that exists is checked where the names are known.
+ */
+const namedNumbers = (format: { digits: number; example: string; unit: string }) =>
+  z
+    .string()
+    .default('')
+    .transform((v) =>
+      v
+        .split(',')
+        .map((entry) => entry.trim())
+        .filter(Boolean),
+    )
+    .pipe(
+      z.array(
+        z.string().regex(new RegExp(`^[a-z][a-z0-9_.-]{0,63}=\\d{1,${format.digits}}$`), {
+          error: `write name=${format.unit} pairs, comma-separated, e.g. ${format.example}`,
+        }),
+      ),
+    )
+    .transform(
+      (entries): Record<string, number> =>
+        Object.fromEntries(entries.map((entry) => [entry.split('=')[0], Number(entry.split('=')[1])])),
+    );
+
 const ipOrCidr = /^(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9a-fA-F:]+:[0-9a-fA-F:.]*)(?:\/\d{1,3})?$/;
 
 const POSTGRES_URL = /^postgres(ql)?:\/\//;
@@ -264,6 +337,25 @@ const ipAllowlist = z
     for (const entry of entries) {
       if (!parseRange(entry))
         ctx.addIssue({ code: 'custom', message: `"${entry}" is not an IP address or CIDR range` });
+    }
+    return entries;
+  });
+
+/** A host name as a URL carries it (letters, digits, hyphens, dots; no scheme, port or path). */
+const HOST_NAME =
+  /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/;
+
+const webhookAllowedHosts = z
+  .string()
+  .default('')
+  .transform((value, ctx) => {
+    const entries = value
+      .split(',')
+      .map((entry) => entry.trim().toLowerCase())
+      .filter(Boolean);
+    for (const entry of entries) {
+      if (!parseRange(entry) && !HOST_NAME.test(entry))
+        ctx.addIssue({ code: 'custom', message: `"${entry}" is not a host name, IP address or CIDR range` });
     }
     return entries;
   });
@@ -387,31 +479,29 @@ const EnvSchema = z.object({
   ERASURE_GRACE_DAYS: integer(0, 365).default(14),
   AUDIT_RETENTION_DAYS: integer(0, 36_500).default(0),
   AUDIT_ARCHIVE_DIR: z.string().min(1).optional(),
-  RETENTION_DAYS: z
-    .string()
-    .default('')
-    .transform((v) =>
-      v
-        .split(',')
-        .map((entry) => entry.trim())
-        .filter(Boolean),
-    )
-    .pipe(
-      z.array(
-        z.string().regex(/^[a-z][a-z0-9_]{0,63}=\d{1,5}$/, {
-          error: 'write policy=days pairs, comma-separated, e.g. sessions=60,mail_outbox=7',
-        }),
-      ),
-    )
-    .transform((entries) =>
-      Object.fromEntries(entries.map((entry) => [entry.split('=')[0], Number(entry.split('=')[1])])),
-    ),
+  RETENTION_DAYS: namedNumbers({ digits: 5, example: 'sessions=60,mail_outbox=7', unit: 'days' }),
   JOBS_WORKER: booleanString.default(true),
   JOBS_CONCURRENCY: integer(1, 256).default(4),
+  JOBS_QUEUE_CONCURRENCY: namedNumbers({ digits: 3, example: 'webhooks=16,reports=1', unit: 'jobs' }).pipe(
+    z.record(z.string(), z.number().int().min(1).max(256)),
+  ),
   JOBS_POLL_INTERVAL_MS: integer(10, 600_000).default(1000),
   JOBS_VISIBILITY_TIMEOUT_SECONDS: integer(5, 86_400).default(300),
   JOBS_SHUTDOWN_GRACE_MS: integer(0, 600_000).default(10_000),
+  BACKUP_DIR: z.string().min(1).optional(),
+  BACKUP_KEEP: integer(1, 1000).default(7),
+  WEBHOOK_ALLOWED_HOSTS: webhookAllowedHosts,
+  WEBHOOK_TIMEOUT_MS: integer(1000, 60_000).default(15_000),
+  WEBHOOK_AUTO_DISABLE_DAYS: integer(0, 365).default(5),
+  WEBHOOK_SECRET_ROTATION_GRACE_SECONDS: integer(0, 7 * 86_400).default(86_400),
   RATE_LIMITS_FILE: z.string().optional(),
+  REALTIME_TICKET_TTL_SECONDS: integer(5, 300).default(30),
+  REALTIME_MAX_MESSAGE_BYTES: integer(256, 65_536).default(4096),
+  REALTIME_MAX_SUBSCRIPTIONS: integer(1, 1000).default(100),
+  REALTIME_MAX_CONNECTIONS_PER_USER: integer(1, 1000).default(10),
+  REALTIME_MAX_CONNECTIONS: integer(1, 1_000_000).default(10_000),
+  REALTIME_PING_INTERVAL_MS: integer(1000, 600_000).default(30_000),
+  REALTIME_MAX_BUFFERED_BYTES: integer(16 * 1024, 256 * MIB).default(MIB),
 });
 
 /**
@@ -574,9 +664,32 @@ export function loadConfig(env: Record<string, string | undefined> = processEnvW
       auditRetentionDays: e.AUDIT_RETENTION_DAYS,
       auditArchiveDir: resolve(e.AUDIT_ARCHIVE_DIR ?? join(dataDir, 'audit-archives')),
     },
+    realtime: {
+      ticketTtlSeconds: e.REALTIME_TICKET_TTL_SECONDS,
+      maxMessageBytes: e.REALTIME_MAX_MESSAGE_BYTES,
+      maxSubscriptions: e.REALTIME_MAX_SUBSCRIPTIONS,
+      maxConnectionsPerUser: e.REALTIME_MAX_CONNECTIONS_PER_USER,
+      maxConnections: e.REALTIME_MAX_CONNECTIONS,
+      pingIntervalMs: e.REALTIME_PING_INTERVAL_MS,
+      maxBufferedBytes: e.REALTIME_MAX_BUFFERED_BYTES,
+    },
+    webhooks: {
+      allowedHosts: e.WEBHOOK_ALLOWED_HOSTS,
+      requireHttps: e.NODE_ENV === 'production',
+      timeoutMs: e.WEBHOOK_TIMEOUT_MS,
+      autoDisableDays: e.WEBHOOK_AUTO_DISABLE_DAYS,
+      rotationGraceSeconds: e.WEBHOOK_SECRET_ROTATION_GRACE_SECONDS,
+    },
+    backup: {
+      dir: resolve(
+        e.BACKUP_DIR ?? join(database.dialect === 'sqlite' ? dirname(database.path) : dataDir, 'backups'),
+      ),
+      keep: e.BACKUP_KEEP,
+    },
     jobs: {
       worker: e.JOBS_WORKER,
       concurrency: e.JOBS_CONCURRENCY,
+      queueConcurrency: e.JOBS_QUEUE_CONCURRENCY,
       pollIntervalMs: e.JOBS_POLL_INTERVAL_MS,
       visibilityTimeoutSeconds: e.JOBS_VISIBILITY_TIMEOUT_SECONDS,
       shutdownGraceMs: e.JOBS_SHUTDOWN_GRACE_MS,

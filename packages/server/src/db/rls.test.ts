@@ -3,6 +3,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PlinthApp } from '../app.ts';
 import { newId } from '../core/ids.ts';
 import { AUDIT_TENANT_TABLES } from '../modules/audit/index.ts';
+import { EVENTS_TENANT_TABLES } from '../modules/events/index.ts';
+import { REPORT_TENANT_TABLES } from '../modules/reports/index.ts';
+import { WEBHOOK_TENANT_TABLES } from '../modules/webhooks/index.ts';
 import { bearer } from '../test/auth-helpers.ts';
 import { testDialects } from '../test/dialects.ts';
 import { buildTestApp } from '../test/harness.ts';
@@ -125,8 +128,15 @@ if (testDialects.includes('postgres')) {
     });
 
     it('enables and forces the tenant policy on every org-owned table', async () => {
-      // The platform's and those a module registers (the audit log's).
-      const orgOwned = [...PLATFORM_TENANT_TABLES, ...AUDIT_TENANT_TABLES];
+      // The platform's and those a module registers (the audit log's, the event outbox's, the webhooks', the
+      // usage reports').
+      const orgOwned = [
+        ...PLATFORM_TENANT_TABLES,
+        ...AUDIT_TENANT_TABLES,
+        ...EVENTS_TENANT_TABLES,
+        ...WEBHOOK_TENANT_TABLES,
+        ...REPORT_TENANT_TABLES,
+      ];
       const { rows } = await sql<{ relname: string; relrowsecurity: boolean; relforcerowsecurity: boolean }>`
         select relname, relrowsecurity, relforcerowsecurity from pg_class
         where relnamespace = current_schema()::regnamespace and relname = any(${orgOwned})

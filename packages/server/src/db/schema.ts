@@ -29,6 +29,13 @@ export interface Database {
   jobs: JobsTable;
   job_schedules: JobSchedulesTable;
   data_exports: DataExportsTable;
+  realtime_tickets: RealtimeTicketsTable;
+  notifications: NotificationsTable;
+  domain_events: DomainEventsTable;
+  webhook_endpoints: WebhookEndpointsTable;
+  webhook_deliveries: WebhookDeliveriesTable;
+  webhook_delivery_attempts: WebhookDeliveryAttemptsTable;
+  org_usage_reports: OrgUsageReportsTable;
 }
 
 /**
@@ -358,4 +365,121 @@ export interface DataExportsTable {
   /** The zip archive while `ready`; null before and after. */
   archive: Buffer | null;
   byte_size: number | null;
+}
+
+/** A domain event in the outbox (modules/events), written in the transaction of its change. */
+export interface DomainEventsTable {
+  id: string;
+  org_id: string;
+  /** `resource.verb`, from the event catalogue. */
+  type: string;
+  /** JSON: the affected resource's public representation (never a secret). */
+  data: string;
+  occurred_at: Timestamp;
+  /** When the relay job fanned it out; null until then. */
+  relayed_at: Timestamp | null;
+}
+
+/** An organization's webhook endpoint (modules/webhooks). */
+export interface WebhookEndpointsTable {
+  id: string;
+  org_id: string;
+  url: string;
+  description: string;
+  /** JSON array of subscribed event types (`*` for all). */
+  events: string;
+  /** 1 when deliveries are sent, 0 otherwise. */
+  active: number;
+  disabled_reason: 'manual' | 'gone' | 'failing' | null;
+  disabled_at: Timestamp | null;
+  /** The signing secret (`whsec_…`), encrypted with core/crypto.ts, bound to the endpoint id. */
+  secret: string;
+  /** The secret replaced by the last rotation, encrypted, while it still signs (until the time below). */
+  previous_secret: string | null;
+  previous_secret_expires_at: Timestamp | null;
+  /** The first failed attempt since the last successful one; null while deliveries succeed. */
+  failing_since: Timestamp | null;
+  created_by: string | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+/** One message to one endpoint, with the outcome of its last attempt. */
+export interface WebhookDeliveriesTable {
+  id: string;
+  org_id: string;
+  endpoint_id: string;
+  /** The `webhook-id` header, the same for every attempt (and for a manual redelivery). */
+  message_id: string;
+  event_type: string;
+  /** The domain event delivered; null for a ping. */
+  event_id: string | null;
+  /** The exact body that is signed and sent. */
+  payload: string;
+  status: 'pending' | 'succeeded' | 'failed';
+  attempts: number;
+  next_attempt_at: Timestamp | null;
+  last_status_code: number | null;
+  last_latency_ms: number | null;
+  last_response_body: string | null;
+  last_error: string | null;
+  /** The delivery a manual redelivery repeats. */
+  redelivery_of: string | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+  finished_at: Timestamp | null;
+}
+
+/** One HTTP attempt of a delivery. */
+export interface WebhookDeliveryAttemptsTable {
+  id: string;
+  org_id: string;
+  delivery_id: string;
+  attempt: number;
+  attempted_at: Timestamp;
+  status_code: number | null;
+  latency_ms: number;
+  response_body: string | null;
+  error: string | null;
+}
+
+/** A single-use realtime ticket (modules/realtime): only its SHA-256 is stored; using it deletes the row. */
+export interface RealtimeTicketsTable {
+  id: string;
+  token_hash: string;
+  user_id: string;
+  /** The session it was issued for: revoking the session refuses the ticket and closes what it opened. */
+  session_id: string;
+  /** When the access token it was issued with expires: the connection it opens is closed then. */
+  credential_expires_at: Timestamp;
+  expires_at: Timestamp;
+  created_at: Timestamp;
+}
+
+/** A user's in-app notification (modules/notifications). Not org-owned: it belongs to the person. */
+export interface NotificationsTable {
+  id: string;
+  user_id: string;
+  /** `module.event`, e.g. `privacy.export_ready`. */
+  type: string;
+  title: string;
+  body: string | null;
+  /** JSON object of machine-readable details, or null. */
+  data: string | null;
+  read_at: Timestamp | null;
+  created_at: Timestamp;
+}
+
+/**
+ * One organization's usage report for one UTC day (modules/reports). Org-owned (row-level security), unique per
+ * `(org_id, day)`, computed once after the day ended and never changed.
+ */
+export interface OrgUsageReportsTable {
+  id: string;
+  org_id: string;
+  /** The UTC day, `YYYY-MM-DD`. */
+  day: string;
+  /** JSON of the figures (`UsageFigures` in packages/shared/src/reports.ts). */
+  figures: string;
+  computed_at: Timestamp;
 }

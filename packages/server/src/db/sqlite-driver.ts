@@ -28,8 +28,9 @@ interface NodeSqliteDatabase {
   close(): void;
 }
 interface NodeSqliteModule {
-  DatabaseSync: new (path: string) => NodeSqliteDatabase;
+  DatabaseSync: new (path: string, options?: { readOnly?: boolean }) => NodeSqliteDatabase;
   StatementSync: { prototype: Partial<NodeSqliteStatement> };
+  backup(source: NodeSqliteDatabase, destination: string, options?: { rate?: number }): Promise<number>;
 }
 
 const require = createRequire(import.meta.url);
@@ -43,8 +44,8 @@ function builtinSqlite(): NodeSqliteModule | undefined {
   }
 }
 
-function fromBuiltin(module: NodeSqliteModule, path: string): SqliteConnection {
-  const db = new module.DatabaseSync(path);
+function fromBuiltin(module: NodeSqliteModule, path: string, options: SqliteOpenOptions): SqliteConnection {
+  const db = new module.DatabaseSync(path, options.readonly ? { readOnly: true } : {});
   return {
     exec: (sql) => db.exec(sql),
     close: () => db.close(),
@@ -61,10 +62,10 @@ function fromBuiltin(module: NodeSqliteModule, path: string): SqliteConnection {
   };
 }
 
-function fromBetterSqlite(path: string): SqliteConnection {
+function fromBetterSqlite(path: string, options: SqliteOpenOptions): SqliteConnection {
   // Loaded only where it is used, so that a Node without a matching native build never loads it.
   const BetterSqlite = require('better-sqlite3') as typeof import('better-sqlite3');
-  return new BetterSqlite(path);
+  return new BetterSqlite(path, options.readonly ? { readonly: true, fileMustExist: true } : {});
 }
 
 /** How many prepared statements a connection keeps for reuse. */
@@ -97,8 +98,44 @@ function withStatementCache(connection: SqliteConnection): SqliteConnection {
   });
 }
 
-/** Opens (creating if needed) the SQLite database file at `path`. */
-export function openSqliteConnection(path: string): SqliteConnection {
+export interface SqliteOpenOptions {
+  /** Open an existing file for reading only (never creating it, never writing to it). */
+  readonly?: boolean;
+}
+
+/** Opens (creating if needed, unless `readonly`) the SQLite database file at `path`. */
+export function openSqliteConnection(path: string, options: SqliteOpenOptions = {}): SqliteConnection {
   const builtin = builtinSqlite();
-  return withStatementCache(builtin ? fromBuiltin(builtin, path) : fromBetterSqlite(path));
+  return withStatementCache(builtin ? fromBuiltin(builtin, path, options) : fromBetterSqlite(path, options));
+}
+
+/** More pages than any database has: SQLite's online backup then copies everything in one step. */
+const ALL_PAGES = 2 ** 31 - 1;
+
+/**
+ * Copies the SQLite database at `source` into a new file at `destination` with SQLite's online backup API,
+ * through a connection of its own. The copy is one step, so it reads one consistent snapshot: in WAL mode the
+ * server's connection keeps reading and writing meanwhile (its writes go to the WAL and are not in the copy),
+ * whereas a copy in several steps would restart each time another connection wrote between two of them. The
+ * destination inherits the source's WAL mode; see modules/backup for how it is made a self-contained file.
+ */
+export async function backupSqliteFile(source: string, destination: string): Promise<void> {
+  const builtin = builtinSqlite();
+  if (builtin) {
+    const db = new builtin.DatabaseSync(source, { readOnly: true });
+    try {
+      await builtin.backup(db, destination, { rate: ALL_PAGES });
+    } finally {
+      db.close();
+    }
+    return;
+  }
+  const BetterSqlite = require('better-sqlite3') as typeof import('better-sqlite3');
+  const db = new BetterSqlite(source, { readonly: true, fileMustExist: true });
+  try {
+    // The first step copies 100 pages; from the second on, everything that is left.
+    await db.backup(destination, { progress: () => ALL_PAGES });
+  } finally {
+    db.close();
+  }
 }

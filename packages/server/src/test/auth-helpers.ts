@@ -8,7 +8,7 @@ import type { Clock } from '../core/clock.ts';
 import type { Dialect } from '../db/database.ts';
 import type { MailOutboxTable, UsersTable } from '../db/schema.ts';
 import { createAdmin } from '../modules/auth/index.ts';
-import { mailTemplates } from '../modules/mail/index.ts';
+import { MAIL_JOB, mailTemplates } from '../modules/mail/index.ts';
 import { buildTestApp, type TestAppOptions } from './harness.ts';
 
 /**
@@ -287,8 +287,12 @@ export async function findUser(app: PlinthApp, email: string): Promise<Selectabl
 /** A row of the development outbox (`mail_outbox`). */
 export type OutboxMail = Selectable<MailOutboxTable>;
 
-/** Every mail the outbox holds for `to` (normalised first), oldest first. */
+/**
+ * Every mail the outbox holds for `to` (normalised first), oldest first — after sending every mail that is due
+ * (mail is a job, and test apps run jobs only when a test drains them).
+ */
 export async function outboxMails(app: PlinthApp, to: string): Promise<OutboxMail[]> {
+  await app.jobs.drain({ names: [MAIL_JOB] });
   return (
     app.database.db
       .selectFrom('mail_outbox')

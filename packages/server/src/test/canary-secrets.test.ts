@@ -1,5 +1,12 @@
-import { ApiKeyWithSecret, RecoveryCodes, TokenPair, TotpEnrollment } from '@plinth/shared';
+import {
+  ApiKeyWithSecret,
+  RecoveryCodes,
+  TokenPair,
+  TotpEnrollment,
+  WebhookEndpointWithSecret,
+} from '@plinth/shared';
 import { describe, expect, it } from 'vitest';
+import { startReceiver } from '../modules/webhooks/test-receiver.ts';
 import {
   bearer,
   cleanupAfterEach,
@@ -17,7 +24,8 @@ import { testDialects } from './dialects.ts';
 import { createOrg, invite } from './org-helpers.ts';
 
 // Canary secrets (ASVS 7.1.x, 14.2.x): every kind of secret Plinth handles — passwords, access, refresh and MFA
-// tokens, one-time links, API keys, TOTP secrets and recovery codes, invitation tokens — goes through the flows
+// tokens, one-time links, API keys, TOTP secrets and recovery codes, invitation tokens, webhook signing secrets (and
+// the signatures made with them) — goes through the flows
 // that audit and log the most, at the most verbose log level; then none of them may appear anywhere in the audit
 // tables or in any log line.
 
@@ -29,7 +37,7 @@ describe.each(testDialects)('canary secrets (%s)', (dialect) => {
     const clock = createFakeClock('2030-10-01T09:00:10.000Z');
     const app = await startTestApp(dialect, cleanups, {
       clock,
-      env: { LOG_LEVEL: 'trace' },
+      env: { LOG_LEVEL: 'trace', WEBHOOK_ALLOWED_HOSTS: '127.0.0.1' },
       logStream: { write: (line: string) => void lines.push(line) },
     });
     const canaries: string[] = [];
@@ -115,6 +123,49 @@ describe.each(testDialects)('canary secrets (%s)', (dialect) => {
       ).statusCode,
     ).toBe(200);
     plant(await invite(app, token, orgId, 'invited-canary@example.test', 'member'));
+
+    const receiver = await startReceiver();
+    try {
+      const webhook = WebhookEndpointWithSecret.parse(
+        (
+          await app.inject({
+            method: 'POST',
+            url: `/api/v1/orgs/${orgId}/webhooks`,
+            headers: bearer(token),
+            payload: { url: `${receiver.origin}/canary`, events: ['*'] },
+          })
+        ).json(),
+      );
+      plant(webhook.secret);
+      const rekeyed = WebhookEndpointWithSecret.parse(
+        (
+          await app.inject({
+            method: 'POST',
+            url: `/api/v1/orgs/${orgId}/webhooks/${webhook.id}/rotate-secret`,
+            headers: bearer(token),
+            payload: {},
+          })
+        ).json(),
+      );
+      plant(rekeyed.secret);
+      // Their base64 key material alone is a secret too.
+      plant(webhook.secret.slice('whsec_'.length));
+      plant(rekeyed.secret.slice('whsec_'.length));
+      const ping = await app.inject({
+        method: 'POST',
+        url: `/api/v1/orgs/${orgId}/webhooks/${webhook.id}/ping`,
+        headers: bearer(token),
+      });
+      expect(ping.statusCode).toBe(202);
+      await app.jobs.drain();
+      expect(receiver.received.length).toBeGreaterThan(0);
+      for (const request of receiver.received) {
+        for (const signature of String(request.headers['webhook-signature']).split(' '))
+          plant(signature.slice(3));
+      }
+    } finally {
+      await receiver.close();
+    }
 
     const enrolment = TotpEnrollment.parse(
       (

@@ -8,6 +8,7 @@ import type { PlinthApp } from '../app.ts';
 import { newId } from '../core/ids.ts';
 import { PLATFORM_TENANT_TABLES } from '../db/schema.ts';
 import { OrgParams } from '../modules/rbac/index.ts';
+import { WEBHOOK_TENANT_TABLES } from '../modules/webhooks/index.ts';
 import { bearer, expectProblem, login, PASSWORD } from './auth-helpers.ts';
 import { testDialects } from './dialects.ts';
 import { buildTestApp } from './harness.ts';
@@ -43,6 +44,11 @@ interface Route {
 }
 
 const ORG_ROUTES = '/api/v1/orgs/{orgId}';
+/**
+ * Where the fixtures' webhook endpoints point: the discard port on loopback (allowed by WEBHOOK_ALLOWED_HOSTS for
+ * this test). No job runs here, so nothing is ever sent to it.
+ */
+const WEBHOOK_TARGET = 'http://127.0.0.1:9/hook';
 
 /** A JSON request body. */
 type JsonBody = Record<string, unknown>;
@@ -60,6 +66,9 @@ const VALID_BODIES: Readonly<Record<string, JsonBody>> = {
   'POST /api/v1/orgs/{orgId}/invitations': { email: 'newcomer@example.test', role: 'viewer' },
   'POST /api/v1/orgs/{orgId}/apikeys': { name: 'Key by a test', scopes: ['members:read'] },
   'POST /api/v1/orgs/{orgId}/apikeys/{keyId}/rotate': { gracePeriodSeconds: 60 },
+  'POST /api/v1/orgs/{orgId}/webhooks': { url: WEBHOOK_TARGET, events: ['*'] },
+  'PATCH /api/v1/orgs/{orgId}/webhooks/{webhookId}': { description: 'Changed by a test' },
+  'POST /api/v1/orgs/{orgId}/webhooks/{webhookId}/rotate-secret': { gracePeriodSeconds: 60 },
 };
 
 const routeKey = (route: Route) => `${route.method} ${route.path}`;
@@ -90,7 +99,7 @@ interface OrgFixture {
    * Its own records, by the path parameter that addresses them: a member who is not the owner, a pending
    * invitation, the narrow key and the custom role.
    */
-  ids: Record<'userId' | 'invitationId' | 'keyId' | 'roleName', string>;
+  ids: Record<'userId' | 'invitationId' | 'keyId' | 'roleName' | 'webhookId' | 'deliveryId' | 'day', string>;
 }
 
 const PagedRoles = z.object({ data: z.array(Role) });
@@ -167,6 +176,21 @@ async function buildOrg(
     permissions: new Set(narrow.scopes),
     userId: undefined,
   };
+  const webhook = await app.inject({
+    method: 'POST',
+    url: `/api/v1/orgs/${id}/webhooks`,
+    headers: asOwner,
+    payload: { url: WEBHOOK_TARGET, events: ['*'] },
+  });
+  expectStatus(webhook, 201, 'registering a webhook');
+  const webhookId = webhook.json<{ id: string }>().id;
+  const ping = await app.inject({
+    method: 'POST',
+    url: `/api/v1/orgs/${id}/webhooks/${webhookId}/ping`,
+    headers: asOwner,
+  });
+  expectStatus(ping, 202, 'pinging a webhook');
+  const deliveryId = ping.json<{ id: string }>().id;
   const someone = users.get(roles[0] ?? 'owner') ?? owner;
   return {
     label,
@@ -176,7 +200,16 @@ async function buildOrg(
     callers: [...userCallers, narrowKey, broadKey],
     ownerCaller: userCallers[0] as Caller,
     broadKey,
-    ids: { userId: someone.userId, invitationId: invitation.id, keyId: narrow.id, roleName },
+    ids: {
+      userId: someone.userId,
+      invitationId: invitation.id,
+      keyId: narrow.id,
+      roleName,
+      webhookId,
+      deliveryId,
+      // A usage report's day (modules/reports): no organization of the fixture has one.
+      day: '2030-01-01',
+    },
   };
 }
 
@@ -229,7 +262,7 @@ function snapshot(app: PlinthApp): Promise<Snapshot> {
     const tables: Snapshot = {
       organizations: await db.selectFrom('organizations').selectAll().orderBy('id').execute(),
     };
-    for (const table of PLATFORM_TENANT_TABLES) {
+    for (const table of [...PLATFORM_TENANT_TABLES, ...WEBHOOK_TENANT_TABLES]) {
       const rows = await db.selectFrom(table).selectAll().orderBy('id').execute();
       tables[table] = rows.map((row) =>
         Object.fromEntries(Object.entries(row).filter(([c]) => !USAGE_COLUMNS.has(c))),
@@ -359,7 +392,7 @@ describe.each(testDialects)('cross-tenant isolation (%s)', (dialect) => {
   let b: OrgFixture;
 
   beforeAll(async () => {
-    app = await buildTestApp(dialect);
+    app = await buildTestApp(dialect, { env: { WEBHOOK_ALLOWED_HOSTS: '127.0.0.1' } });
     const res = await app.inject({ method: 'GET', url: '/openapi.json' });
     doc = res.json<OpenApiDocument>();
     orgRoutes = documentedRoutes(doc, ORG_ROUTES);
@@ -736,7 +769,10 @@ describe.each(testDialects)('cross-tenant isolation (%s)', (dialect) => {
   });
 
   it('would catch a route that reaches an org-owned table without a scope, or one missing from the document', async () => {
-    const leaky = await buildTestApp(dialect, { modules: [leakyModule] });
+    const leaky = await buildTestApp(dialect, {
+      modules: [leakyModule],
+      env: { WEBHOOK_ALLOWED_HOSTS: '127.0.0.1' },
+    });
     try {
       const leakyDoc = (await leaky.inject({ method: 'GET', url: '/openapi.json' })).json<OpenApiDocument>();
       const org = await buildOrg(leaky, 'l', []);

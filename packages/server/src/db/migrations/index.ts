@@ -10,6 +10,11 @@ import { dataExports } from './20261201T0500-data-exports.ts';
 import { erasure } from './20261201T0600-erasure.ts';
 import { auditErasureAgain } from './20261201T0700-audit-erasure-again.ts';
 import { auditRetention } from './20261201T0800-audit-retention.ts';
+import { domainEvents } from './20261202T0100-domain-events.ts';
+import { webhooks } from './20261202T0110-webhooks.ts';
+import { realtimeNotifications } from './20261202T0200-realtime-notifications.ts';
+import { auditEventLayout } from './20261202T0300-audit-event-layout.ts';
+import { orgUsageReports } from './20261202T0400-org-usage-reports.ts';
 
 /**
  * Every migration, keyed by a timestamped name that sorts in the order they must run. One set serves both
@@ -27,4 +32,9 @@ export const migrations: Record<string, Migration> = {
   '20261201T0600-erasure': erasure,
   '20261201T0700-audit-erasure-again': auditErasureAgain,
   '20261201T0800-audit-retention': auditRetention,
+  '20261202T0100-domain-events': domainEvents,
+  '20261202T0110-webhooks': webhooks,
+  '20261202T0200-realtime-notifications': realtimeNotifications,
+  '20261202T0300-audit-event-layout': auditEventLayout,
+  '20261202T0400-org-usage-reports': orgUsageReports,
 };

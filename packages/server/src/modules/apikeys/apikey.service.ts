@@ -8,6 +8,7 @@ import { type ListSpec, type NoFilters, paginate } from '../../core/pagination.t
 import type { DatabaseHandle } from '../../db/database.ts';
 import type { ApiKeysTable, Database } from '../../db/schema.ts';
 import { type AuditContext, fieldChanges, recordAuditEvent } from '../audit/record.ts';
+import type { DomainEvents } from '../events/index.ts';
 import type { AccessRegistry, OrgAccess } from '../rbac/index.ts';
 import type { ApiKeyStore } from './apikey.store.ts';
 import { formatKey, keyPrefix, newSecret } from './key-format.ts';
@@ -20,6 +21,8 @@ export interface ApiKeyDeps {
   store: ApiKeyStore;
   /** How long a rotated key's old secret keeps working by default, in seconds. */
   rotationGraceSeconds: number;
+  /** The domain event outbox: `apikey.created`, `apikey.rotated` and `apikey.revoked` are published here. */
+  events: DomainEvents;
 }
 
 type ApiKeyRow = Selectable<ApiKeysTable>;
@@ -154,6 +157,7 @@ export async function createApiKey(
         expiresAt,
       }),
     });
+    await deps.events.publish(db, { orgId: access.orgId, type: 'apikey.created', data: toApiKey(row, now) });
   });
   return { ...toApiKey(row, now), key: formatKey(row.id, secret) };
 }
@@ -202,7 +206,13 @@ export async function rotateApiKey(
         },
       ),
     });
-    return { ...current, ...changes };
+    const rotated = { ...current, ...changes };
+    await deps.events.publish(db, {
+      orgId: access.orgId,
+      type: 'apikey.rotated',
+      data: toApiKey(rotated, now),
+    });
+    return rotated;
   });
   await deps.store.keyChanged(keyId);
   return { ...toApiKey(row, now), key: formatKey(row.id, secret) };
@@ -221,12 +231,18 @@ export async function revokeApiKey(
   await deps.database.withTenant(access.orgId, async (db) => {
     const current = await findKey(db, keyId);
     if (current.revoked_at !== null) return;
-    const revokedAt = deps.clock.now().toISOString();
+    const now = deps.clock.now();
+    const revokedAt = now.toISOString();
     await db.updateTable('api_keys').set({ revoked_at: revokedAt }).where('id', '=', keyId).execute();
     await recordAuditEvent(db, audit, {
       action: 'apikey.revoked',
       target: { type: 'apikey', id: keyId },
       changes: fieldChanges({ revokedAt: null }, { revokedAt }),
+    });
+    await deps.events.publish(db, {
+      orgId: access.orgId,
+      type: 'apikey.revoked',
+      data: toApiKey({ ...current, revoked_at: revokedAt }, now),
     });
   });
   await deps.store.keyChanged(keyId);

@@ -39,6 +39,11 @@ export interface ApiKeyStore {
   keyChanged(keyId: string): Promise<void>;
   /** Forgets every key of an organization on this replica (it was deleted). */
   forgetOrg(orgId: string): void;
+  /**
+   * Calls `listener` with the id of every key rotated or revoked, on this replica or any other (realtime
+   * connections opened with it check it again at once).
+   */
+  onKeyChanged(listener: (keyId: string) => void): void;
   /** Writes the uses counted since the last flush. */
   flushUsage(): Promise<void>;
   close(): Promise<void>;
@@ -70,9 +75,11 @@ export async function createApiKeyStore(options: {
   // Counts invalidations, so that a load that read a key before its revocation committed, and finishes after the
   // revocation's message, does not put the old record back into the cache.
   let invalidations = 0;
+  const listeners: ((keyId: string) => void)[] = [];
   await broadcast.subscribe(CHANNEL, (keyId) => {
     invalidations++;
     cache?.delete(keyId);
+    for (const listener of listeners) listener(keyId);
   });
 
   // Key id → uses since the last flush and the time of the latest (ms since the epoch).
@@ -181,6 +188,9 @@ export async function createApiKeyStore(options: {
       return { type: 'apikey', keyId: parsed.id, orgId: record.orgId, scopes: record.scopes };
     },
     keyChanged: (keyId) => broadcast.publish(CHANNEL, keyId),
+    onKeyChanged(listener) {
+      listeners.push(listener);
+    },
     forgetOrg(orgId) {
       invalidations++;
       if (!cache) return;

@@ -10,6 +10,7 @@ import {
   expectProblem,
   type FakeClock,
   loginWithPassword,
+  outboxMails,
   PASSWORD,
   SECOND,
   signup,
@@ -376,11 +377,7 @@ describe.each(testDialects)('signing in with a second factor (%s)', (dialect) =>
 async function resetTokenFromOutbox(app: PlinthApp, email: string): Promise<string> {
   // The mail is written after the 202 is sent; poll for it, bounded so a missing mail fails instead of hanging.
   for (let attempt = 0; attempt < 100; attempt++) {
-    const rows = await app.database.db
-      .selectFrom('mail_outbox')
-      .select('text_body')
-      .where('recipient', '=', email)
-      .execute();
+    const rows = await outboxMails(app, email);
     for (const { text_body } of rows) {
       const match = /reset-password#token=([A-Za-z0-9_-]+)/.exec(text_body);
       if (match?.[1]) return match[1];

@@ -19,6 +19,11 @@ export interface RevokedSessions {
   has(sessionId: string): boolean;
   /** Marks sessions revoked here and, through the broadcast, on every other replica. */
   add(sessionIds: readonly string[]): Promise<void>;
+  /**
+   * Calls `listener` with the ids of sessions revoked on this replica or any other, as they arrive (realtime
+   * connections close at once rather than at their next check).
+   */
+  onRevoked(listener: (sessionIds: readonly string[]) => void): void;
   close(): void;
 }
 
@@ -36,10 +41,13 @@ export async function createRevokedSessions(options: {
   // Session id → when its last access token expires (ms since the epoch); past that the entry is useless.
   const entries = new Map<string, number>();
   const remember = (sessionId: string) => entries.set(sessionId, clock.now().getTime() + ttlMs);
+  const listeners: ((sessionIds: readonly string[]) => void)[] = [];
 
   // Subscribe before loading from the database, so that a revocation made in between is not missed.
   await broadcast.subscribe(CHANNEL, (message) => {
-    for (const id of message.split(',').filter(Boolean)) remember(id);
+    const ids = message.split(',').filter(Boolean);
+    for (const id of ids) remember(id);
+    for (const listener of listeners) listener(ids);
   });
 
   const since = new Date(clock.now().getTime() - ttlMs).toISOString();
@@ -70,6 +78,9 @@ export async function createRevokedSessions(options: {
       // Other replicas also re-check the database on refresh, so a lost message only delays, for at most one
       // access-token lifetime, what the database already enforces.
       if (sessionIds.length > 0) await broadcast.publish(CHANNEL, sessionIds.join(','));
+    },
+    onRevoked(listener) {
+      listeners.push(listener);
     },
     close() {
       clearInterval(prune);

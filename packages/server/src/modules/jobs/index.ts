@@ -1,11 +1,15 @@
 import { purgeAfter, type RetentionPolicy } from '../../core/retention.ts';
 
+export { jobsAdminRoutes } from './jobs.routes.ts';
+export { createJobMetrics } from './metrics.ts';
 export {
   createJobQueue,
+  DEFAULT_QUEUE,
   type EnqueueOptions,
   type JobContext,
   type JobDefinition,
   type JobQueue,
+  type JobRunMetrics,
   nextCronTime,
   PermanentJobError,
   retryDelaySeconds,

@@ -175,3 +175,41 @@ export async function advanceSchedule(
     .executeTakeFirst();
   return Number(result.numUpdatedRows) === 1;
 }
+
+/**
+ * Puts a dead or cancelled job back in the queue, due now, with its attempts starting over (an operator's
+ * retry: the cause is meant to be fixed). Returns the job as it is now; undefined when it is in another state.
+ */
+export function requeue(db: Kysely<Database>, id: string, now: string): Promise<JobRow | undefined> {
+  return db
+    .updateTable('jobs')
+    .set({ state: 'queued', run_at: now, attempts: 0, finished_at: null, updated_at: now })
+    .where('id', '=', id)
+    .where('state', 'in', ['dead', 'cancelled'])
+    .returningAll()
+    .executeTakeFirst();
+}
+
+/** Cancels a queued job (waiting to run, or to retry). Undefined when it is in another state. */
+export function cancel(db: Kysely<Database>, id: string, now: string): Promise<JobRow | undefined> {
+  return db
+    .updateTable('jobs')
+    .set({ state: 'cancelled', finished_at: now, updated_at: now })
+    .where('id', '=', id)
+    .where('state', '=', 'queued')
+    .returningAll()
+    .executeTakeFirst();
+}
+
+/** How many jobs each queue holds in each unfinished state (and dead ones, which wait for an operator). */
+export async function depth(
+  db: Kysely<Database>,
+): Promise<{ queue: string; state: string; count: number }[]> {
+  const rows = await db
+    .selectFrom('jobs')
+    .select(['queue', 'state', (eb) => eb.fn.countAll<string | number>().as('count')])
+    .where('state', 'in', ['queued', 'running', 'dead'])
+    .groupBy(['queue', 'state'])
+    .execute();
+  return rows.map((row) => ({ queue: row.queue, state: row.state, count: Number(row.count) }));
+}

@@ -16,6 +16,7 @@ import { createJobQueue, type JobQueue, nextCronTime, retryDelaySeconds } from '
 const CONFIG: JobsConfig = {
   worker: false,
   concurrency: 4,
+  queueConcurrency: {},
   pollIntervalMs: 10,
   visibilityTimeoutSeconds: 30,
   shutdownGraceMs: 50,
@@ -221,6 +222,51 @@ describe.each(testDialects)('job queue (%s)', (dialect) => {
     clock.set('2030-01-02T03:00:05.000Z');
     await Promise.all(instances.map((instance) => instance.drain()));
     expect(runs).toBe(2);
+  });
+
+  it('runs each queue up to its own concurrency, so a busy queue never holds up another', async () => {
+    const narrow = uniqueName('test.narrow');
+    const wide = uniqueName('test.wide');
+    const q = queue(systemClock, { concurrency: 3, queueConcurrency: { [`q-${narrow}`]: 1 } });
+    const peak = { [narrow]: 0, [wide]: 0 };
+    const now = { [narrow]: 0, [wide]: 0 };
+    let releaseNarrow: () => void = () => {};
+    const narrowHeld = new Promise<void>((resolve) => {
+      releaseNarrow = resolve;
+    });
+    let wideDone = 0;
+    const track = (name: string, work: () => Promise<void>) => async () => {
+      now[name] = (now[name] ?? 0) + 1;
+      peak[name] = Math.max(peak[name] ?? 0, now[name] ?? 0);
+      await work();
+      now[name] = (now[name] ?? 0) - 1;
+    };
+    q.define(narrow, { queue: `q-${narrow}`, payload: Payload, handler: track(narrow, () => narrowHeld) });
+    q.define(wide, {
+      queue: `q-${wide}`,
+      payload: Payload,
+      handler: track(wide, async () => {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        wideDone += 1;
+      }),
+    });
+    for (let n = 0; n < 4; n++) await q.enqueue(narrow, { n });
+    for (let n = 0; n < 9; n++) await q.enqueue(wide, { n });
+    const [first] = await app.database.db
+      .selectFrom('jobs')
+      .select('queue')
+      .where('name', '=', narrow)
+      .execute();
+    expect(first?.queue).toBe(`q-${narrow}`);
+    q.start();
+    const deadline = Date.now() + 20_000;
+    while (wideDone < 9 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+    // The narrow queue's first job still holds its only slot; the wide queue finished beside it, three at a time.
+    expect(wideDone).toBe(9);
+    expect(peak[wide]).toBe(3);
+    expect(peak[narrow]).toBe(1);
+    releaseNarrow();
+    await q.stop();
   });
 
   it('waits a bounded time at stop, then hands a running job back without using up an attempt', async () => {

@@ -25,6 +25,12 @@ export interface JobContext {
 /** A job's type: its payload's schema and the handler that does the work. */
 export interface JobDefinition<Payload> {
   payload: z.ZodType<Payload>;
+  /**
+   * The queue the job runs in (`default` when omitted). Each queue has its own number of jobs at once per process
+   * (`JOBS_QUEUE_CONCURRENCY`, else `JOBS_CONCURRENCY`), so a burst in one (webhook deliveries) never keeps another
+   * (mail, exports) waiting.
+   */
+  queue?: string;
   handler: (payload: Payload, context: JobContext) => Promise<void>;
   /** Runs before the job is dead; 5 when omitted. */
   maxAttempts?: number;
@@ -66,8 +72,11 @@ export interface JobQueue {
    * replica. At start-up, like `define`.
    */
   schedule<Payload>(name: string, cron: string, job: { name: string; payload: Payload }): void;
-  /** Runs every due job and schedule now, until none is left due; returns how many jobs ran. For tests and the CLI. */
-  drain(): Promise<number>;
+  /**
+   * Runs every due job and schedule now, until none is left due; returns how many jobs ran. For tests and the
+   * CLI. With `names`, only due jobs of those names run, and no schedule fires.
+   */
+  drain(options?: { names?: readonly string[] }): Promise<number>;
   /** Starts the background worker (polling for due jobs and schedules). */
   start(): void;
   /**
@@ -82,11 +91,24 @@ export interface JobQueueDeps {
   clock: Clock;
   log: FastifyBaseLogger;
   config: JobsConfig;
+  /** Where each run's duration and outcome are counted (the `/metrics` registry). */
+  metrics?: JobRunMetrics;
 }
+
+/** What the queue reports about each run, by job name. */
+export interface JobRunMetrics {
+  /** Observes a run's seconds, labelled `{name, outcome}` (`succeeded`, `retried`, `dead`). */
+  observeRun(name: string, outcome: 'succeeded' | 'retried' | 'dead', seconds: number): void;
+}
+
+/** The queue a job runs in when its definition names none. */
+export const DEFAULT_QUEUE = 'default';
 
 const DEFAULT_MAX_ATTEMPTS = 5;
 const DEFAULT_BACKOFF_SECONDS = 10;
 const DEFAULT_MAX_BACKOFF_SECONDS = 3600;
+/** How soon after enqueueing in a caller's transaction the worker looks again (see `enqueue`). */
+const COMMIT_WAKE_DELAY_MS = 50;
 /** A stored error message is cut to this many characters. */
 const ERROR_MAX_LENGTH = 2000;
 
@@ -119,7 +141,8 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
   const definitions = new Map<string, JobDefinition<unknown>>();
   const schedules = new Map<string, { cron: string; job: { name: string; payload: unknown } }>();
   const workerId = `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
-  const running = new Set<Promise<void>>();
+  /** The runs in progress in this process, by queue. */
+  const running = new Map<string, Set<Promise<void>>>();
   let timer: NodeJS.Timeout | undefined;
   let started = false;
   let stopping = false;
@@ -127,6 +150,20 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
 
   const iso = (date: Date) => date.toISOString();
   const lockedUntil = () => iso(new Date(clock.now().getTime() + config.visibilityTimeoutSeconds * 1000));
+
+  const queueOf = (definition: JobDefinition<unknown>) => definition.queue ?? DEFAULT_QUEUE;
+  const limitOf = (queue: string) => config.queueConcurrency[queue] ?? config.concurrency;
+  const runningIn = (queue: string) => running.get(queue)?.size ?? 0;
+
+  /** Each queue with a job defined in it, with the names of its jobs and how many more it may run now. */
+  function queues(): { queue: string; names: string[]; free: number }[] {
+    const names = new Map<string, string[]>();
+    for (const [name, definition] of definitions) {
+      const queue = queueOf(definition);
+      names.set(queue, [...(names.get(queue) ?? []), name]);
+    }
+    return [...names].map(([queue, of]) => ({ queue, names: of, free: limitOf(queue) - runningIn(queue) }));
+  }
 
   function definitionOf(name: string): JobDefinition<unknown> {
     const definition = definitions.get(name);
@@ -147,7 +184,7 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
       (options.delaySeconds === undefined ? now : new Date(now.getTime() + options.delaySeconds * 1000));
     const result = await repo.insertJob(options.db ?? db, {
       id: newId(),
-      queue: 'default',
+      queue: queueOf(definition),
       name,
       payload: JSON.stringify(checked),
       state: 'queued',
@@ -164,13 +201,22 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
       finished_at: null,
     });
     // A job due now need not wait for the next poll (in this process; other replicas find it when they poll).
-    if (result.created && started && runAt <= now) wake();
+    // One enqueued in the caller's transaction is invisible to the worker's own connection until that commits
+    // (PostgreSQL; SQLite's single connection runs the claim after it anyway), so the worker looks once more
+    // shortly after.
+    if (result.created && started && runAt <= now) {
+      wake();
+      if (options.db) setTimeout(wake, COMMIT_WAKE_DELAY_MS).unref();
+    }
     return result;
   }
 
   /** Runs one claimed job to its end: done, retried later, or dead. Never throws. */
   async function run(job: repo.JobRow): Promise<void> {
     const definition = definitions.get(job.name);
+    const startedAt = performance.now();
+    const observe = (outcome: 'succeeded' | 'retried' | 'dead') =>
+      deps.metrics?.observeRun(job.name, outcome, (performance.now() - startedAt) / 1000);
     const heartbeat = setInterval(
       () => {
         repo.extendLock(db, job.id, workerId, lockedUntil()).catch((err: unknown) => {
@@ -190,8 +236,9 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
         idempotencyKey: job.idempotency_key ?? job.id,
       });
       await repo.finishRun(db, job.id, workerId, { state: 'succeeded', now: iso(clock.now()) });
+      observe('succeeded');
     } catch (error) {
-      await fail(job, definition, error).catch((err: unknown) => {
+      await fail(job, definition, error, observe).catch((err: unknown) => {
         // The lock runs out and another worker retries it: at-least-once still holds.
         log.error({ err, jobId: job.id }, 'could not record a job failure');
       });
@@ -204,12 +251,14 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
     job: repo.JobRow,
     definition: JobDefinition<unknown> | undefined,
     error: unknown,
+    observe: (outcome: 'retried' | 'dead') => void,
   ): Promise<void> {
     const message = (error instanceof Error ? error.message : String(error)).slice(0, ERROR_MAX_LENGTH);
     const now = clock.now();
     const permanent = error instanceof PermanentJobError;
     if (permanent || job.attempts >= job.max_attempts) {
       await repo.finishRun(db, job.id, workerId, { state: 'dead', now: iso(now), error: message });
+      observe('dead');
       log.error(
         { jobId: job.id, job: job.name, attempts: job.attempts, error: message },
         'job failed for good',
@@ -228,17 +277,18 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
       runAt,
       error: message,
     });
+    observe('retried');
     log.warn(
       { jobId: job.id, job: job.name, attempt: job.attempts, retryAt: runAt, error: message },
       'job failed',
     );
   }
 
-  /** Claims up to `limit` due jobs of the names this process can run. */
-  function claim(limit: number): Promise<repo.JobRow[]> {
+  /** Claims up to `limit` due jobs of `names` (one queue's jobs). */
+  function claim(names: readonly string[], limit: number): Promise<repo.JobRow[]> {
     const now = clock.now();
     return repo.claimDue(db, {
-      names: [...definitions.keys()],
+      names,
       limit,
       workerId,
       now: iso(now),
@@ -294,15 +344,19 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
     let busy = false;
     try {
       await fireSchedules();
-      const free = config.concurrency - running.size;
-      const jobs = free > 0 ? await claim(free) : [];
-      busy = jobs.length === free && free > 0;
-      for (const job of jobs) {
-        const done: Promise<void> = run(job).finally(() => {
-          running.delete(done);
-          wake();
-        });
-        running.add(done);
+      for (const { queue, names, free } of queues()) {
+        const jobs = free > 0 ? await claim(names, free) : [];
+        // A queue that filled its free slots may have more due: look again at once rather than after a poll.
+        if (free > 0 && jobs.length === free) busy = true;
+        const runs = running.get(queue) ?? new Set<Promise<void>>();
+        running.set(queue, runs);
+        for (const job of jobs) {
+          const done: Promise<void> = run(job).finally(() => {
+            runs.delete(done);
+            wake();
+          });
+          runs.add(done);
+        }
       }
     } catch (err) {
       log.error({ err }, 'job worker could not poll');
@@ -318,7 +372,7 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
   }
 
   function wake(): void {
-    if (started && !stopping && running.size < config.concurrency) schedule(0);
+    if (started && !stopping && queues().some((q) => q.free > 0)) schedule(0);
   }
 
   return {
@@ -333,11 +387,15 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
       if (schedules.has(name)) throw new Error(`schedule "${name}" is defined twice`);
       schedules.set(name, { cron, job });
     },
-    async drain() {
+    async drain(options = {}) {
+      const only = options.names && new Set(options.names);
       let ran = 0;
       for (;;) {
-        await fireSchedules();
-        const jobs = await claim(config.concurrency);
+        if (!only) await fireSchedules();
+        const claimed = await Promise.all(
+          queues().map((q) => claim(only ? q.names.filter((n) => only.has(n)) : q.names, limitOf(q.queue))),
+        );
+        const jobs = claimed.flat();
         if (jobs.length === 0) return ran;
         await Promise.all(jobs.map((job) => run(job)));
         ran += jobs.length;
@@ -354,7 +412,8 @@ export function createJobQueue(deps: JobQueueDeps): JobQueue {
       const grace = new Promise<'timeout'>((resolve) =>
         setTimeout(() => resolve('timeout'), config.shutdownGraceMs).unref(),
       );
-      const outcome = await Promise.race([Promise.all(running).then(() => 'done' as const), grace]);
+      const all = [...running.values()].flatMap((runs) => [...runs]);
+      const outcome = await Promise.race([Promise.all(all).then(() => 'done' as const), grace]);
       if (outcome === 'timeout') {
         const released = await repo.releaseHeld(db, workerId, iso(clock.now()));
         log.warn({ released }, 'handed unfinished jobs back to the queue at shutdown');

@@ -10,6 +10,7 @@ import { smtpMailer } from './smtp.transport.ts';
 
 export type { Mailer, MailMessage } from './mailer.ts';
 export { type OutboxMailerOptions, outboxMailer } from './outbox.transport.ts';
+export { MAIL_JOB, queuedMailer } from './queued.ts';
 export { type SmtpMailerOptions, smtpMailer } from './smtp.transport.ts';
 export type { MailContent } from './templates.ts';
 /** The rendered mails (`mailTemplates.resetPassword({ … })`); a namespace, so their names never clash. */

@@ -13,6 +13,11 @@ export interface MailMessage {
    * the development outbox reads it, to log it outside production; no transport may log it otherwise.
    */
   actionUrl?: string;
+  /**
+   * The message's stable id (a UUID), when it has one: the mail job's, so that a send retried after a crash is
+   * recognisable as the same message — SMTP sends it as the Message-ID, the outbox stores the message once.
+   */
+  id?: string;
 }
 
 /**

@@ -31,13 +31,15 @@ export function outboxMailer(
     await db
       .insertInto('mail_outbox')
       .values({
-        id: newId(),
+        id: message.id ?? newId(),
         recipient: message.to,
         subject: message.subject,
         text_body: message.text,
         html_body: message.html,
         created_at: timestamp(clock),
       })
+      // A retried send of the same message (its id) stores nothing more.
+      .onConflict((oc) => oc.column('id').doNothing())
       .execute();
     const link = options.logLinks ? message.actionUrl : undefined;
     log.info(

@@ -68,6 +68,8 @@ export function smtpMailer(
         subject: message.subject,
         text: message.text,
         html: message.html,
+        // A stable Message-ID lets receiving servers and mail clients recognise a retried send as the same mail.
+        ...(message.id ? { messageId: `<${message.id}@plinth>` } : {}),
         signal: AbortSignal.timeout(sendTimeoutMs),
       });
       inFlight.add(sending);

@@ -8,6 +8,7 @@ import {
   resetPassword,
   signupAttemptOnExistingAccount,
   verifyEmail,
+  webhookDisabled,
 } from './templates.ts';
 
 const AT = new Date('2026-11-22T01:23:45.678Z');
@@ -25,6 +26,13 @@ function renderAll(value: string, url = URL_WITH_TOKEN): Record<string, MailCont
     newLogin: newLogin({ name: value, at: AT, ip: value, userAgent: value }),
     signupAttemptOnExistingAccount: signupAttemptOnExistingAccount({ name: value, resetUrl: url }),
     emailChangeRequested: emailChangeRequested({ name: value, newEmail: value }),
+    webhookDisabled: webhookDisabled({
+      name: value,
+      orgName: value,
+      endpoint: value,
+      endpointId: value,
+      reason: 'it answered 410 Gone',
+    }),
   };
 }
 

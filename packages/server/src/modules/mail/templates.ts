@@ -305,3 +305,57 @@ export function erasureBlocked(input: { name: string; reasons: readonly string[]
     p`Once that is settled, ask for the erasure again.`,
   ]);
 }
+
+/**
+ * Tells an organization's admin that Plinth stopped delivering to one of its webhook endpoints.
+ *
+ * @param endpoint Where the endpoint points, as scheme and host only (a URL's path may hold a receiver's token).
+ * @param reason Why, one sentence ("it answered 410 Gone", "every delivery attempt failed for 5 days").
+ */
+export function webhookDisabled(input: {
+  name: string;
+  orgName: string;
+  endpoint: string;
+  endpointId: string;
+  reason: string;
+}): MailContent {
+  return compose(`A ${PRODUCT} webhook endpoint was turned off`, [
+    greeting(input.name),
+    p`${PRODUCT} stopped delivering events to a webhook endpoint of ${input.orgName}, because ${input.reason}.`,
+    facts([
+      ['Endpoint', input.endpoint],
+      ['Endpoint id', input.endpointId],
+    ]),
+    p`Events published meanwhile are not delivered to it. Once the receiver works again, turn the endpoint on (PATCH it with "active": true) and redeliver what it missed from its delivery log.`,
+  ]);
+}
+
+/**
+ * An organization's daily usage report, for a member who may read it (`reports:read`). Figures are numbers;
+ * the organization's and the reader's names are user input (one line, escaped).
+ *
+ * @param day The UTC day the figures cover, `YYYY-MM-DD`.
+ * @param figures Label and value pairs, in the order shown.
+ * @param categories Audit events by category, `[category, count]`, largest first.
+ */
+export function usageReport(input: {
+  name: string;
+  orgName: string;
+  orgId: string;
+  day: string;
+  figures: [label: string, value: number][];
+  categories: [category: string, count: number][];
+}): MailContent {
+  return compose(`Your daily ${PRODUCT} usage report`, [
+    greeting(input.name),
+    p`Here is what happened in ${input.orgName} on ${input.day} (UTC):`,
+    facts(input.figures.map(([label, value]) => [label, String(value)])),
+    ...(input.categories.length > 0
+      ? [
+          p`Audit log events by category:`,
+          facts(input.categories.map(([category, value]) => [category, String(value)])),
+        ]
+      : []),
+    p`The full report is at GET /api/v1/orgs/${input.orgId}/reports/usage/${input.day}. To stop receiving this email, withdraw the usage_report_email consent (PUT /api/v1/me/consents).`,
+  ]);
+}

@@ -3,6 +3,7 @@ import type { Config } from '../../config.ts';
 import type { Clock } from '../../core/clock.ts';
 import type { DatabaseHandle } from '../../db/database.ts';
 import type { AuthDeps } from '../auth/index.ts';
+import type { DomainEvents } from '../events/index.ts';
 import type { Mailer } from '../mail/index.ts';
 import type { AccessRegistry, AccessResolver } from '../rbac/index.ts';
 
@@ -17,4 +18,6 @@ export interface OrgDeps {
   access: AccessResolver;
   /** For invitations: finding and creating accounts. */
   auth: AuthDeps;
+  /** The domain event outbox: `member.*`, `invitation.created` and `org.updated` are published here. */
+  events: DomainEvents;
 }

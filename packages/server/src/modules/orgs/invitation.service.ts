@@ -11,6 +11,7 @@ import { findUserByEmail, normalizeEmail, type Principal, prepareInvitedAccount 
 import { mailTemplates, sendInBackground } from '../mail/index.ts';
 import { assertCanGrant, lockOrgAccess, type OrgAccess, requireRolePermissions } from '../rbac/index.ts';
 import type { OrgDeps } from './deps.ts';
+import { memberInTransaction } from './member.service.ts';
 import { findOrg } from './org.repo.ts';
 
 function toInvitation(row: Selectable<InvitationsTable>): Invitation {
@@ -104,6 +105,11 @@ export async function createInvitation(
       action: 'invitation.created',
       target: { type: 'invitation', id: row.id },
       changes: fieldChanges(null, { email, role: input.role }),
+    });
+    await deps.events.publish(db, {
+      orgId: access.orgId,
+      type: 'invitation.created',
+      data: toInvitation(row),
     });
   });
 
@@ -259,6 +265,11 @@ export async function acceptInvitation(
       action: 'member.added',
       target: { type: 'user', id: userId },
       changes: fieldChanges(null, { role: invitation.role, accountCreated: newAccount !== undefined }),
+    });
+    await deps.events.publish(db, {
+      orgId: invitation.org_id,
+      type: 'member.added',
+      data: await memberInTransaction(db, userId),
     });
   });
   await deps.access.memberChanged(invitation.org_id, userId);

@@ -99,28 +99,36 @@ export async function changeRole(
       target: { type: 'user', id: userId },
       changes: fieldChanges({ role: current.role }, { role }),
     });
+    await deps.events.publish(db, {
+      orgId: access.orgId,
+      type: 'member.role_changed',
+      data: { ...(await memberInTransaction(db, userId)), previousRole: current.role },
+    });
   });
   await deps.access.memberChanged(access.orgId, userId);
   return getMember(deps, access, userId);
 }
 
-export async function getMember(deps: OrgDeps, access: OrgAccess, userId: string): Promise<Member> {
-  const row = await deps.database.withTenant(access.orgId, (db) =>
-    db
-      .selectFrom('memberships')
-      .innerJoin('users', 'users.id', 'memberships.user_id')
-      .select([
-        'memberships.user_id',
-        'memberships.role',
-        'memberships.created_at',
-        'users.email',
-        'users.name',
-      ])
-      .where('memberships.user_id', '=', userId)
-      .executeTakeFirst(),
-  );
+/** A member as the API shows it, read in the caller's tenant transaction (also the data of its domain events). */
+export async function memberInTransaction(db: Transaction<Database>, userId: string): Promise<Member> {
+  const row = await db
+    .selectFrom('memberships')
+    .innerJoin('users', 'users.id', 'memberships.user_id')
+    .select([
+      'memberships.user_id',
+      'memberships.role',
+      'memberships.created_at',
+      'users.email',
+      'users.name',
+    ])
+    .where('memberships.user_id', '=', userId)
+    .executeTakeFirst();
   if (!row) throw new AppError(orgErrors.MEMBER_NOT_FOUND);
   return { userId: row.user_id, email: row.email, name: row.name, role: row.role, joinedAt: row.created_at };
+}
+
+export function getMember(deps: OrgDeps, access: OrgAccess, userId: string): Promise<Member> {
+  return deps.database.withTenant(access.orgId, (db) => memberInTransaction(db, userId));
 }
 
 /**
@@ -140,12 +148,14 @@ export async function removeMember(
     const current = await findMembership(db, userId);
     if (!leaving) assertCanGrant(access, await requireRolePermissions(deps, db, current.role));
     if (current.role === 'owner' && (await ownerCount(db)) <= 1) throw new AppError(orgErrors.LAST_OWNER);
+    const member = await memberInTransaction(db, userId);
     await db.deleteFrom('memberships').where('id', '=', current.id).execute();
     await recordAuditEvent(db, audit, {
       action: 'member.removed',
       target: { type: 'user', id: userId },
       changes: fieldChanges({ role: current.role }, null),
     });
+    await deps.events.publish(db, { orgId: access.orgId, type: 'member.removed', data: member });
   });
   await deps.access.memberChanged(access.orgId, userId);
   deps.log.info({ orgId: access.orgId, userId, leaving }, 'membership ended');

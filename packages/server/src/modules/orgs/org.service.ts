@@ -165,6 +165,14 @@ export async function updateOrg(
           },
         ),
       });
+      const after = await repo.findOrg(db, access.orgId);
+      if (after) {
+        await deps.events.publish(db, {
+          orgId: access.orgId,
+          type: 'org.updated',
+          data: toOrganization(after),
+        });
+      }
     });
   } catch (error) {
     if (isUniqueViolation(error)) throw new AppError(orgErrors.SLUG_TAKEN);

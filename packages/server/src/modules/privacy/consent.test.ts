@@ -115,6 +115,7 @@ describe.each(testDialects)('consent records (%s)', (dialect) => {
       'privacy_policy',
       'telematics_sharing',
       'terms',
+      'usage_report_email',
     ]);
     expect(current.find((c) => c.purpose === 'analytics')).toMatchObject({
       status: 'withdrawn',
@@ -290,7 +291,14 @@ describe.each(testDialects)('consent records (%s)', (dialect) => {
     const res = await app.inject({ method: 'GET', url: '/api/v1/consent-purposes' });
     expect(res.statusCode).toBe(200);
     const names = ConsentPurposeList.parse(res.json()).data.map((p) => p.name);
-    expect(names).toEqual(['analytics', 'marketing_email', 'privacy_policy', 'telematics_sharing', 'terms']);
+    expect(names).toEqual([
+      'analytics',
+      'marketing_email',
+      'privacy_policy',
+      'telematics_sharing',
+      'terms',
+      'usage_report_email',
+    ]);
   });
 });
 

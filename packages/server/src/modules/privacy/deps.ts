@@ -6,6 +6,7 @@ import type { DatabaseHandle } from '../../db/database.ts';
 import type { AuthDeps } from '../auth/index.ts';
 import type { JobQueue } from '../jobs/index.ts';
 import type { Mailer } from '../mail/index.ts';
+import type { Notifier } from '../notifications/index.ts';
 import type { ConsentPurposeRegistry } from './purposes.ts';
 
 /** What the privacy module needs, built once in the composition root. */
@@ -33,4 +34,6 @@ export interface PrivacyDeps {
   retention: RetentionRegistry;
   /** `RETENTION_DAYS`: policy name → days, over the policies' defaults. */
   retentionDays: Readonly<Record<string, number>>;
+  /** In-app notifications: the person is told when their export is ready. */
+  notifications: Pick<Notifier, 'create'>;
 }

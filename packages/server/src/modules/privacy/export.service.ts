@@ -145,19 +145,33 @@ async function buildExport(deps: PrivacyDeps, exportId: string, context: JobCont
     });
     const now = deps.clock.now();
     const expiresAt = new Date(now.getTime() + deps.exportTtlSeconds * 1000).toISOString();
-    const ready = await deps.database.db
-      .updateTable('data_exports')
-      .set({
-        state: 'ready',
-        archive,
-        byte_size: archive.byteLength,
-        completed_at: now.toISOString(),
-        expires_at: expiresAt,
-      })
-      .where('id', '=', exportId)
-      .where('state', '=', 'pending')
-      .returningAll()
-      .executeTakeFirst();
+    // The notification commits with the state change, so a retry that finds the export ready adds none.
+    const ready = await deps.database.db.transaction().execute(async (trx) => {
+      const updated = await trx
+        .updateTable('data_exports')
+        .set({
+          state: 'ready',
+          archive,
+          byte_size: archive.byteLength,
+          completed_at: now.toISOString(),
+          expires_at: expiresAt,
+        })
+        .where('id', '=', exportId)
+        .where('state', '=', 'pending')
+        .returningAll()
+        .executeTakeFirst();
+      if (updated) {
+        // The signed link is a credential: it stays in the mail and the export's page, not in the notification.
+        await deps.notifications.create(trx, {
+          userId: updated.user_id,
+          type: 'privacy.export_ready',
+          title: 'Your data export is ready',
+          body: `Download it from the link in the mail we sent, or from the export's page, by ${expiresAt}. It can be downloaded once.`,
+          data: { exportId },
+        });
+      }
+      return updated;
+    });
     if (ready) await notifyReady(deps, ready);
   } catch (error) {
     if (context.attempt >= EXPORT_MAX_ATTEMPTS) {
