@@ -26,6 +26,8 @@ const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 export const REALTIME_BASELINE = 'realtime baseline: WebSocket ping/pong round trip';
 export const REALTIME_CHANGE = 'realtime: PATCH notification → event at the client';
 export const REALTIME_REPLICAS = 'realtime: change on replica A → event at a client on B (Redis)';
+export const REALTIME_DOMAIN_EVENT =
+  'realtime: PATCH organization → org.updated at the client (outbox, relay job)';
 
 interface Subject {
   accessToken: string;
@@ -67,8 +69,8 @@ async function subject(server: BenchServer): Promise<Subject> {
   throw new Error('the data export never notified');
 }
 
-/** A WebSocket client subscribed to the subject's channel, and a way to wait for its next event. */
-async function subscriber(server: BenchServer, who: Subject) {
+/** A WebSocket client subscribed to `channel` (the subject's own by default), and a way to wait for its next event. */
+async function subscriber(server: BenchServer, who: Subject, channel = `user:${who.userId}`) {
   const socket = new WebSocket(`${server.url.replace(/^http/, 'ws')}/api/v1/realtime`, {
     headers: { authorization: `Bearer ${who.accessToken}` },
   });
@@ -84,7 +86,7 @@ async function subscriber(server: BenchServer, who: Subject) {
   });
   const nextEvent = () => new Promise<string>((resolve) => (waiting = resolve));
   const subscribed = nextEvent();
-  socket.send(JSON.stringify({ type: 'subscribe', channel: `user:${who.userId}` }));
+  socket.send(JSON.stringify({ type: 'subscribe', channel }));
   await subscribed;
   return { socket, nextEvent };
 }
@@ -206,9 +208,57 @@ export const realtimeAcrossReplicas: Measurement = {
   },
 };
 
+/**
+ * A domain event's whole way: `PATCH /orgs/{orgId}` renames the organization, which records `org.updated` in
+ * the outbox in the change's transaction; the server's job worker relays it after the commit and the event
+ * reaches a client subscribed to the organization's channel.
+ */
+export const realtimeDomainEvent: Measurement = {
+  name: REALTIME_DOMAIN_EVENT,
+  async measure(): Promise<Figures> {
+    const server = await startPlinth({ REQUIRE_EMAIL_VERIFICATION: 'false' });
+    try {
+      const { email, password } = await account(server);
+      const { accessToken } = (await post(server, '/api/v1/auth/login', { email, password })) as {
+        accessToken: string;
+      };
+      const auth = { authorization: `Bearer ${accessToken}` };
+      const me = (await json(server, '/api/v1/me', { headers: auth })) as { id: string };
+      const org = (await post(server, '/api/v1/orgs', { name: 'Realtime bench' }, auth)) as { id: string };
+      const client = await subscriber(
+        server,
+        { accessToken, userId: me.id, notificationId: '' },
+        `org:${org.id}`,
+      );
+      let round = 0;
+      let failures = 0;
+      try {
+        const samples = await timed(async () => {
+          round += 1;
+          const arrived = client.nextEvent();
+          const response = await fetch(`${server.url}/api/v1/orgs/${org.id}`, {
+            method: 'PATCH',
+            headers: { 'content-type': 'application/json', ...auth },
+            body: JSON.stringify({ name: `Realtime bench ${round}` }),
+          });
+          if (!response.ok) failures++;
+          await response.arrayBuffer();
+          await arrived;
+        });
+        return figures(REALTIME_DOMAIN_EVENT, samples, failures);
+      } finally {
+        client.socket.close();
+      }
+    } finally {
+      await server.stop();
+    }
+  },
+};
+
 /** The realtime rows, in the order they print. */
 export const realtimeWorkloads: Measurement[] = [
   { name: REALTIME_BASELINE, measure: async () => (await measureSingleServer()).baseline },
   { name: REALTIME_CHANGE, measure: async () => (await measureSingleServer()).change },
+  realtimeDomainEvent,
   realtimeAcrossReplicas,
 ];

@@ -1,6 +1,13 @@
 import autocannon from 'autocannon';
 import { AUDITED_CREATE, auditWorkloads, UNAUDITED_CREATE } from './audit.workloads.ts';
 import { argon2VerifyRate, authWorkloads } from './auth.workloads.ts';
+import {
+  JOBS_POSTGRES,
+  JOBS_POSTGRES_FLOOR,
+  JOBS_SQLITE,
+  JOBS_SQLITE_FLOOR,
+  jobWorkloads,
+} from './jobs.workloads.ts';
 import { API_KEY_LIST, JWT_LIST, orgWorkloads } from './orgs.workloads.ts';
 import {
   LIMITS_MEMORY,
@@ -13,6 +20,7 @@ import {
 import {
   REALTIME_BASELINE,
   REALTIME_CHANGE,
+  REALTIME_DOMAIN_EVENT,
   REALTIME_REPLICAS,
   realtimeWorkloads,
 } from './realtime.workloads.ts';
@@ -49,6 +57,7 @@ const workloads: (Workload | Measurement)[] = [
   ...orgWorkloads,
   ...rateLimitWorkloads,
   ...auditWorkloads,
+  ...jobWorkloads,
   ...webhookWorkloads,
   ...realtimeWorkloads,
 ];
@@ -214,12 +223,20 @@ try {
     measure: 'throughput',
     label: 'Auditing a create, throughput',
   });
+  compare(rows, JOBS_SQLITE, JOBS_SQLITE_FLOOR, {
+    measure: 'throughput',
+    label: 'Background jobs vs their claim and finish updates alone (SQLite)',
+  });
+  compare(rows, JOBS_POSTGRES, JOBS_POSTGRES_FLOOR, {
+    measure: 'throughput',
+    label: 'Background jobs vs their claim and finish updates alone (PostgreSQL)',
+  });
   compare(rows, WEBHOOK_DELIVERIES, WEBHOOK_BASELINE, {
     measure: 'throughput',
     label: 'Webhook deliveries vs raw POSTs to the same receiver',
   });
   // Realtime: what the platform adds to a change's way to a connected client, over the raw WebSocket round trip.
-  for (const name of [REALTIME_CHANGE, REALTIME_REPLICAS]) {
+  for (const name of [REALTIME_CHANGE, REALTIME_DOMAIN_EVENT, REALTIME_REPLICAS]) {
     const change = rows.find((r) => r.name === name);
     const baseline = rows.find((r) => r.name === REALTIME_BASELINE);
     if (change?.p50Ms && baseline?.p50Ms !== undefined) {
