@@ -30,6 +30,15 @@ import { mailTemplates } from '../mail/index.ts';
 import { RETRY_SCHEDULE_SECONDS } from './delivery.service.ts';
 import { startReceiver, type TestReceiver } from './test-receiver.ts';
 
+/** The subject of the mail that tells admins an endpoint was turned off, taken from the template itself. */
+const DISABLED_SUBJECT = mailTemplates.webhookDisabled({
+  name: '',
+  orgName: '',
+  endpoint: '',
+  endpointId: '',
+  reason: '',
+}).subject;
+
 // Webhooks end to end, on both dialects, against a real HTTP receiver on 127.0.0.1 (allowed with
 // WEBHOOK_ALLOWED_HOSTS, as an operator with an internal receiver would): endpoint management and its audit
 // events, Standard Webhooks signatures checked by the reference library (also both signatures during a secret
@@ -404,15 +413,8 @@ describe.each(testDialects)('webhooks (%s)', (dialect) => {
     const disabled = audit.find((a) => a.action === 'webhook.disabled');
     expect(JSON.parse(disabled?.changes ?? '{}')).toMatchObject({ disabledReason: { after: 'gone' } });
 
-    const subject = mailTemplates.webhookDisabled({
-      name: '',
-      orgName: '',
-      endpoint: '',
-      endpointId: '',
-      reason: '',
-    }).subject;
     for (const to of [s.owner.email, admin.email]) {
-      const mail = await latestOutboxMail(s.app, to, { subject });
+      const mail = await latestOutboxMail(s.app, to, { subject: DISABLED_SUBJECT });
       expect(mail.text_body).toContain('410 Gone');
       expect(mail.text_body).toContain(hook.id);
       // Only the scheme and host: a URL's path may carry a receiver's token.
@@ -422,7 +424,7 @@ describe.each(testDialects)('webhooks (%s)', (dialect) => {
       .selectFrom('mail_outbox')
       .select('id')
       .where('recipient', '=', member.email)
-      .where('subject', '=', subject)
+      .where('subject', '=', DISABLED_SUBJECT)
       .execute();
     expect(memberMails).toHaveLength(0);
 
@@ -461,14 +463,7 @@ describe.each(testDialects)('webhooks (%s)', (dialect) => {
     expect(off).toMatchObject({ active: false, disabledReason: 'failing' });
     // Attempts at about 0 s, 5 s, 5 min, 35 min, 2.6 h, 7.6 h, 17.6 h and 31.6 h: the one past a day turns it off.
     expect(s.receiver.received).toHaveLength(8);
-    const subject = mailTemplates.webhookDisabled({
-      name: '',
-      orgName: '',
-      endpoint: '',
-      endpointId: '',
-      reason: '',
-    }).subject;
-    const mail = await latestOutboxMail(s.app, s.owner.email, { subject });
+    const mail = await latestOutboxMail(s.app, s.owner.email, { subject: DISABLED_SUBJECT });
     expect(mail.text_body).toContain('every delivery attempt to it failed for 1 day.');
     expect((await auditActions(s)).filter((a) => a.action === 'webhook.disabled')).toHaveLength(1);
     // The pending attempt is not made.
