@@ -5,7 +5,6 @@ import {
   Kysely,
   type LogEvent,
   PostgresAdapter,
-  PostgresDialect,
   type RawBuilder,
   type SqlBool,
   SqliteDialect,
@@ -14,6 +13,7 @@ import {
 } from 'kysely';
 import pg from 'pg';
 import type { DatabaseConfig } from '../config.ts';
+import { CurrentSchemaPostgresDialect } from './postgres-introspector.ts';
 import { type Database, PLATFORM_TENANT_TABLES } from './schema.ts';
 import { openSqliteConnection, type SqliteConnection } from './sqlite-driver.ts';
 import { TenantScopePlugin, UnscopedAccessGuard } from './tenant.ts';
@@ -109,12 +109,14 @@ export function openDatabase(config: DatabaseConfig, options: DatabaseOptions): 
   }
 
   const primary = new Kysely<Database>({
-    dialect: new PostgresDialect({ pool: openPool(config.url, config.poolMax, options.log) }),
+    dialect: new CurrentSchemaPostgresDialect({ pool: openPool(config.url, config.poolMax, options.log) }),
     log,
   });
   const replica = config.readUrl
     ? new Kysely<Database>({
-        dialect: new PostgresDialect({ pool: openPool(config.readUrl, config.poolMax, options.log) }),
+        dialect: new CurrentSchemaPostgresDialect({
+          pool: openPool(config.readUrl, config.poolMax, options.log),
+        }),
         log,
       })
     : primary;

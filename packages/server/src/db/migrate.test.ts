@@ -90,6 +90,25 @@ describe.each(testDialects)('migrations (%s)', (dialect) => {
     expect(await second.db.selectFrom('installation').select('id').execute()).toHaveLength(1);
   });
 
+  it("describes its own database's tables only, whatever else the server holds", async () => {
+    // The migrator asks the introspector whether its tables exist, several times a run: describing every other
+    // schema of the server too would make each start-up slower with every database that shares it.
+    const first = open(await freshDatabase(dialect));
+    const second = open(await freshDatabase(dialect));
+    await migrateToLatest(first.db, first.dialect);
+    expect(await second.db.introspection.getTables({ withInternalKyselyTables: true })).toEqual([]);
+
+    await migrateToLatest(second.db, second.dialect);
+    const tables = await second.db.introspection.getTables({ withInternalKyselyTables: true });
+    const ofFirst = await first.db.introspection.getTables({ withInternalKyselyTables: true });
+    expect(tables.map((t) => t.name)).toEqual(ofFirst.map((t) => t.name));
+    expect(tables.map((t) => t.name)).toEqual(expect.arrayContaining(['plinth_migrations', 'users']));
+    expect(new Set(tables.map((t) => t.schema)).size).toBe(1);
+    if (dialect === 'postgres') expect(tables[0]?.schema).not.toBe(ofFirst[0]?.schema);
+    const email = tables.find((t) => t.name === 'users')?.columns.find((c) => c.name === 'email');
+    expect(email).toMatchObject({ isNullable: false, isAutoIncrementing: false });
+  });
+
   it('reads a timestamp back as the identical ISO-8601 string it was written as', async () => {
     const database = await freshDatabase(dialect);
     // A PostgreSQL session that is not on UTC prints timestamps with its own offset, including the odd

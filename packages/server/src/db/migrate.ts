@@ -50,12 +50,7 @@ async function currentSchema(db: Kysely<Database>): Promise<string | undefined> 
  * @returns the names of the migrations applied by this call.
  */
 export async function migrateToLatest(db: Kysely<Database>, dialect: Dialect): Promise<string[]> {
-  const result: MigrationResultSet = await retryingCatalogRace(async () => {
-    const outcome = await (await migrator(db, dialect)).migrateToLatest();
-    // Failed before any migration ran (looking for its tables): nothing was applied, so it may be tried again.
-    if (outcome.error && outcome.results === undefined) throw outcome.error;
-    return outcome;
-  }).catch((error: unknown) => ({ error, results: undefined }));
+  const result: MigrationResultSet = await (await migrator(db, dialect)).migrateToLatest();
   if (result.error) {
     const failed = result.results?.find((r) => r.status === 'Error')?.migrationName;
     throw new Error(`migration ${failed ?? '(unknown)'} failed: ${String(result.error)}`, {
@@ -67,29 +62,9 @@ export async function migrateToLatest(db: Kysely<Database>, dialect: Dialect): P
 
 /** Every known migration in order, with when it was applied. */
 export async function migrationStatus(db: Kysely<Database>, dialect: Dialect): Promise<MigrationState[]> {
-  const infos = await retryingCatalogRace(async () => (await migrator(db, dialect)).getMigrations());
+  const infos = await (await migrator(db, dialect)).getMigrations();
   return infos.map((m) => ({
     name: m.name,
     executedAt: m.executedAt ? new Date(m.executedAt).toISOString() : null,
   }));
-}
-
-/** How many times a look at the catalog is tried when a schema vanishes under it. */
-const CATALOG_ATTEMPTS = 3;
-
-/**
- * Runs `work` (which reads the catalog), again when it failed because a schema was dropped while it read:
- * Kysely looks for the migration tables by introspecting every schema of the database (then filters by ours),
- * and PostgreSQL fails that with `invalid_schema_name` (3F000) when another schema is dropped at that moment —
- * by another application sharing the server, or a parallel test run. Nothing was changed; a second look succeeds.
- */
-async function retryingCatalogRace<T>(work: () => Promise<T>): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await work();
-    } catch (error) {
-      const code = (error as { code?: unknown } | null)?.code;
-      if (code !== '3F000' || attempt >= CATALOG_ATTEMPTS) throw error;
-    }
-  }
 }

@@ -46,10 +46,7 @@ async function createTestAppRole(client: pg.Client): Promise<void> {
 /** A run older than this is dead (no test run takes hours): its schemas were left by a run that was killed. */
 const ABANDONED_AFTER_MS = 6 * 60 * 60 * 1000;
 
-/**
- * Drops the schemas of runs that were killed before their teardown. Left behind, they pile up in the catalog,
- * and every migrator's introspection of it (once per test app) slows down with them.
- */
+/** Drops the schemas of runs that were killed before their teardown, which would otherwise pile up for ever. */
 async function dropAbandonedSchemas(client: pg.Client): Promise<void> {
   const { rows } = await client.query<{ name: string }>(
     "select nspname as name from pg_namespace where nspname ~ '^test_t[0-9a-z]+r[0-9a-f]+_'",

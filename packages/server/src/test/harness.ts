@@ -36,8 +36,8 @@ export async function createTestDatabase(dialect: Dialect): Promise<TestDatabase
   url.username = TEST_APP_ROLE;
   url.password = '';
   url.searchParams.set('options', `-c search_path=${schema}`);
-  // The schema itself is dropped when the whole run ends (global-setup.ts): dropping it now, while another test
-  // file's migrator is introspecting the catalog, makes that migrator fail with "schema does not exist".
+  // The schema itself is dropped when the whole run ends (global-setup.ts), with every other schema of the run:
+  // several apps of a multi-replica test share one database, and the first to close must not pull it away.
   return { url: url.toString(), dataDir, drop: async () => removeDir() };
 }
 

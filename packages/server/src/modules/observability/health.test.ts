@@ -134,7 +134,7 @@ describe.each(testDialects)('health endpoints (%s)', (dialect) => {
     // kept in Redis has a per-replica fallback, so the replica keeps serving: it must not leave the load balancer.
     const app = track(await buildTestApp(dialect, { env: { REDIS_URL: 'redis://127.0.0.1:1' } }));
     const res = await app.inject({ method: 'GET', url: '/health/ready' });
-    expect(res.statusCode).toBe(200);
+    expect(res.statusCode, res.body).toBe(200);
     const body = res.json<ReadyBody>();
     expect(body.checks.redis?.status).toBe('degraded');
     expect(body.checks.database?.status).toBe('ok');
