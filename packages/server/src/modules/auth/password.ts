@@ -99,7 +99,8 @@ export async function verifyPassword(
  */
 const dummyHashes = new Map<string, Promise<string>>();
 
-function dummyHash(params: Argon2Params): Promise<string> {
+/** The hash {@link burnPasswordVerification} verifies against for `params`: of a secret nobody knows. */
+export function dummyPasswordHash(params: Argon2Params): Promise<string> {
   const key = `${params.memoryKib},${params.timeCost},${params.parallelism}`;
   let pending = dummyHashes.get(key);
   if (pending === undefined) {
@@ -117,5 +118,5 @@ function dummyHash(params: Argon2Params): Promise<string> {
  * an attacker which email addresses are registered.
  */
 export async function burnPasswordVerification(password: string, params: Argon2Params): Promise<void> {
-  await verifyPassword(await dummyHash(params), password, params);
+  await verifyPassword(await dummyPasswordHash(params), password, params);
 }
