@@ -1,20 +1,22 @@
 import { organization } from './orgs.workloads.ts';
 import { RATE_LIMIT_ROUNDS, roundName } from './ratelimit.workloads.ts';
-import type { Workload } from './workload.ts';
+import type { ServerName, Workload } from './workload.ts';
 
 /**
  * What auditing costs a state change: the same authenticated create (a custom role) with and without its audit
- * event, on one server (`audit`: Plinth with the bench module of audit-server.ts). The two modes take turns,
- * three rounds each, and the comparison is between their medians.
+ * event, on one server (Plinth with the bench module of audit-server.ts), on SQLite (`audit`) and on PostgreSQL
+ * (`audit-postgres`). The two modes take turns, three rounds each, and the comparison is between their medians.
  */
 export const AUDITED_CREATE = 'plinth: create a role, audited';
 export const UNAUDITED_CREATE = 'plinth: create a role, not audited';
+export const AUDITED_CREATE_POSTGRES = 'plinth: create a role, audited (PostgreSQL)';
+export const UNAUDITED_CREATE_POSTGRES = 'plinth: create a role, not audited (PostgreSQL)';
 
-const create = (name: string, mode: 'audited' | 'plain'): Workload => ({
+const create = (name: string, server: ServerName, mode: 'audited' | 'plain'): Workload => ({
   name,
-  server: 'audit',
-  async prepare(server) {
-    const { orgId, accessToken } = await organization(server);
+  server,
+  async prepare(target) {
+    const { orgId, accessToken } = await organization(target);
     return {
       method: 'POST',
       path: `/api/v1/orgs/${orgId}/bench-roles/${mode}`,
@@ -24,7 +26,13 @@ const create = (name: string, mode: 'audited' | 'plain'): Workload => ({
   },
 });
 
-export const auditWorkloads: Workload[] = Array.from({ length: RATE_LIMIT_ROUNDS }, (_, i) => [
-  create(roundName(UNAUDITED_CREATE, i + 1), 'plain'),
-  create(roundName(AUDITED_CREATE, i + 1), 'audited'),
-]).flat();
+const rounds = (server: ServerName, plain: string, audited: string): Workload[] =>
+  Array.from({ length: RATE_LIMIT_ROUNDS }, (_, i) => [
+    create(roundName(plain, i + 1), server, 'plain'),
+    create(roundName(audited, i + 1), server, 'audited'),
+  ]).flat();
+
+export const auditWorkloads: Workload[] = [
+  ...rounds('audit', UNAUDITED_CREATE, AUDITED_CREATE),
+  ...rounds('audit-postgres', UNAUDITED_CREATE_POSTGRES, AUDITED_CREATE_POSTGRES),
+];

@@ -1,8 +1,6 @@
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pg from 'pg';
 import { pino } from 'pino';
 import { z } from 'zod';
 import type { DatabaseConfig, JobsConfig } from '../src/config.ts';
@@ -11,6 +9,7 @@ import { newId } from '../src/core/ids.ts';
 import { type DatabaseHandle, openDatabase } from '../src/db/database.ts';
 import { migrateToLatest } from '../src/db/migrate.ts';
 import { createJobQueue } from '../src/modules/jobs/index.ts';
+import { benchSchema } from './postgres.ts';
 import type { Figures, Measurement } from './workload.ts';
 
 /**
@@ -30,7 +29,6 @@ export const JOBS_POSTGRES_FLOOR = 'baseline: the claim and finish updates alone
 
 const JOBS = Number(process.env.JOBS_BENCH_COUNT ?? 4000);
 const CONCURRENCY = 16;
-const postgresUrl = process.env.BENCH_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const log = pino({ level: 'silent' });
 
 const JOBS_CONFIG: JobsConfig = {
@@ -52,23 +50,11 @@ async function freshDatabase(
     await migrateToLatest(database.db, 'sqlite');
     return { database, remove: async () => rmSync(dir, { recursive: true, force: true }) };
   }
-  const schema = `bench_jobs_${randomBytes(6).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: postgresUrl, connectionTimeoutMillis: 2000 });
-  try {
-    await admin.connect();
-  } catch {
-    process.stderr.write(
-      `PostgreSQL is not reachable at ${postgresUrl}: skipping the PostgreSQL job rows.\n`,
-    );
-    return undefined;
-  }
-  await admin.query(`create schema ${schema}`);
-  await admin.end();
-  const url = new URL(postgresUrl);
-  url.searchParams.set('options', `-c search_path=${schema}`);
+  const schema = await benchSchema('bench_jobs', 'the PostgreSQL job rows');
+  if (!schema) return undefined;
   const config: DatabaseConfig = {
     dialect: 'postgres',
-    url: url.toString(),
+    url: schema.url,
     readUrl: undefined,
     poolMax: 20,
   };
@@ -78,10 +64,7 @@ async function freshDatabase(
     database,
     async remove() {
       await database.close();
-      const client = new pg.Client({ connectionString: postgresUrl });
-      await client.connect();
-      await client.query(`drop schema ${schema} cascade`);
-      await client.end();
+      await schema.drop();
     },
   };
 }

@@ -24,9 +24,16 @@ export function selected(name: string): boolean {
  * The servers a workload can run against: the bare Fastify baseline; Plinth as an operator runs it (rate
  * limits on, in memory), shared by most workloads; three fresh ones for the rate-limit comparison, which
  * differ only in rate limiting — off, in memory, in Redis — so that none carries what earlier workloads wrote;
- * and Plinth with the audit benchmark's module (audit-server.ts).
+ * and Plinth with the audit benchmark's module (audit-server.ts), on SQLite and on PostgreSQL.
  */
-export type ServerName = 'baseline' | 'plinth' | 'limits-off' | 'limits-memory' | 'limits-redis' | 'audit';
+export type ServerName =
+  | 'baseline'
+  | 'plinth'
+  | 'limits-off'
+  | 'limits-memory'
+  | 'limits-redis'
+  | 'audit'
+  | 'audit-postgres';
 
 /** One load test: a name, the server it runs against, and the autocannon options that describe its requests. */
 export interface Workload {
