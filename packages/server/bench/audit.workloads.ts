@@ -1,11 +1,10 @@
 import { organization } from './orgs.workloads.ts';
-import { RATE_LIMIT_ROUNDS, roundName } from './ratelimit.workloads.ts';
-import type { ServerName, Workload } from './workload.ts';
+import { ROUNDS, roundName, type ServerName, type Workload } from './workload.ts';
 
 /**
  * What auditing costs a state change: the same authenticated create (a custom role) with and without its audit
  * event, on one server (Plinth with the bench module of audit-server.ts), on SQLite (`audit`) and on PostgreSQL
- * (`audit-postgres`). The two modes take turns, three rounds each, and the comparison is between their medians.
+ * (`audit-postgres`). The two modes take turns for `ROUNDS` rounds, and the comparison is round by round.
  */
 export const AUDITED_CREATE = 'plinth: create a role, audited';
 export const UNAUDITED_CREATE = 'plinth: create a role, not audited';
@@ -27,7 +26,7 @@ const create = (name: string, server: ServerName, mode: 'audited' | 'plain'): Wo
 });
 
 const rounds = (server: ServerName, plain: string, audited: string): Workload[] =>
-  Array.from({ length: RATE_LIMIT_ROUNDS }, (_, i) => [
+  Array.from({ length: ROUNDS }, (_, i) => [
     create(roundName(plain, i + 1), server, 'plain'),
     create(roundName(audited, i + 1), server, 'audited'),
   ]).flat();

@@ -8,6 +8,15 @@ export const durationSeconds = Number(process.env.BENCH_DURATION ?? 10);
  * warmed-up server — compiled code, filled caches — however many workloads it served before.
  */
 export const warmupSeconds = Number(process.env.BENCH_WARMUP ?? 3);
+/**
+ * How many rounds the workloads compared with each other take turns for: a difference of a few per cent is about
+ * as much as two runs of one server differ by on a shared machine, so one run of each would not tell.
+ */
+export const ROUNDS = 5;
+
+/** The name of one round's row: `<workload> #<round>`. */
+export const roundName = (name: string, round: number) => `${name} #${round}`;
+
 /** Concurrent connections of each HTTP workload (`BENCH_CONNECTIONS`, default 50). */
 export const connections = Number(process.env.BENCH_CONNECTIONS ?? 50);
 

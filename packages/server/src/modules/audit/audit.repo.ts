@@ -47,7 +47,7 @@ export async function createHead(db: Transaction<Database>, head: ChainHeadRow):
 
 /**
  * Takes the chain's next `seq`: moves the head's `seq` on by one and returns it with the head's hash — the hash
- * of the event before, since the head's hash moves only once the new event is written ({@link setHeadHash}). The
+ * of the event before, since the head's hash moves only once the new event is written ({@link appendEvent}). The
  * update locks the head row until the transaction ends (PostgreSQL's row lock; SQLite's single writer), so
  * concurrent appends queue and each reads the head the previous one left: the chain cannot fork. One statement
  * for lock, read and advance, because an append is paid for by every audited change. Undefined when the chain
@@ -63,12 +63,7 @@ export async function takeNextSeq(
   return row && { seq: Number(row.seq), prevHash: row.hash };
 }
 
-/** Points the head at the event just appended. */
-export async function setHeadHash(db: Transaction<Database>, orgId: string, hash: string): Promise<void> {
-  await sql`update audit_chain_heads set hash = ${hash} where org_id = ${orgId}`.execute(db);
-}
-
-/** The columns of an event, in the order {@link insertEvent} writes them. */
+/** The columns of an event, in the order {@link appendEvent} writes them. */
 const EVENT_COLUMNS = [
   'id',
   'org_id',
@@ -92,9 +87,21 @@ const EVENT_COLUMNS = [
 ] as const satisfies readonly (keyof AuditEventRow)[];
 const INSERT_EVENT = sql.raw(`insert into audit_events (${EVENT_COLUMNS.join(', ')}) values (`);
 
-/** Writes one event: as SQL built once, since every audited change pays for it. */
-export async function insertEvent(db: Transaction<Database>, row: AuditEventRow): Promise<void> {
-  await sql`${INSERT_EVENT}${sql.join(EVENT_COLUMNS.map((column) => row[column]))})`.execute(db);
+/**
+ * Writes one event and points its chain's head at it (the head's `seq` was moved on by {@link takeNextSeq}), as
+ * SQL built once, since every audited change pays for it. On PostgreSQL in one statement, a data-modifying CTE:
+ * the head stays locked from `takeNextSeq` until the transaction ends, so each round trip in between lengthens
+ * the queue of the organization's other appends. SQLite has no round trips to save (and no DML in a CTE).
+ */
+export async function appendEvent(db: Transaction<Database>, row: AuditEventRow): Promise<void> {
+  const insert = sql`${INSERT_EVENT}${sql.join(EVENT_COLUMNS.map((column) => row[column]))})`;
+  const pointHead = sql`update audit_chain_heads set hash = ${row.hash} where org_id = ${row.org_id}`;
+  if (isPostgres(db)) {
+    await sql`with appended as (${insert}) ${pointHead}`.execute(db);
+    return;
+  }
+  await insert.execute(db);
+  await pointHead.execute(db);
 }
 
 /** The organization's head, unlocked (for verification), or undefined when it has no event yet. */

@@ -206,7 +206,7 @@ export async function recordAuditEvent(
   };
   const digest = personalDigest(personal);
   const hash = eventHash({ ...chained, personalDigest: digest, prevHash: head.prevHash });
-  await repo.insertEvent(db, {
+  await repo.appendEvent(db, {
     id: chained.id,
     org_id: chained.orgId,
     seq: chained.seq,
@@ -227,7 +227,6 @@ export async function recordAuditEvent(
     hash,
     erased_at: null,
   });
-  await repo.setHeadHash(db, context.orgId, hash);
   return chained.seq;
 }
 
