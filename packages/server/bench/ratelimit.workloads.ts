@@ -20,11 +20,10 @@ export const LIMITS_OFF = 'plinth: member list, rate limiting off';
 export const LIMITS_MEMORY = 'plinth: member list, rate limiting on (memory)';
 export const LIMITS_REDIS = 'plinth: member list, rate limiting on (Redis)';
 
-/*
+/**
  * The limiter costs a few per cent of this request, about as much as two runs of the same server differ by; so
  * the three servers take turns, `ROUNDS` rounds of each, and the comparison is round by round.
  */
-
 export const rateLimitWorkloads: Workload[] = Array.from({ length: ROUNDS }, (_, i) => [
   limitedList(roundName(LIMITS_OFF, i + 1), 'limits-off'),
   limitedList(roundName(LIMITS_MEMORY, i + 1), 'limits-memory'),

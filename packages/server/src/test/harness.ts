@@ -15,7 +15,7 @@ export interface TestDatabase {
   url: string;
   /** The data directory of the test (dev secrets, SQLite file). */
   dataDir: string;
-  /** Deletes it. */
+  /** Deletes its data directory (and with it a SQLite file; a PostgreSQL schema goes when the run ends). */
   drop(): Promise<void>;
 }
 
