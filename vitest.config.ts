@@ -1,4 +1,3 @@
-import { availableParallelism } from 'node:os';
 import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
@@ -6,10 +5,6 @@ export default defineConfig({
     include: ['packages/*/src/**/*.test.ts'],
     globalSetup: ['packages/server/src/test/global-setup.ts'],
     pool: 'forks',
-    // One test file per CPU. Vitest's default leaves one CPU free, which on a two-CPU machine (CI's) runs the
-    // files one at a time; but they spend much of their time waiting on PostgreSQL, Redis, child processes and
-    // timers, so a worker per CPU keeps both busy. Each file's apps have databases of their own.
-    maxWorkers: availableParallelism(),
     testTimeout: 30_000,
     hookTimeout: 30_000,
   },
