@@ -1,23 +1,38 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { TEST_APP_ROLE, testPostgresUrl, testSchemaPrefix } from './dialects.ts';
+import { createTemplates } from './templates.ts';
 
 /**
- * Says once, at the start of `npm test`, which dialects the database tests run on; on PostgreSQL, names this run
- * (its test schemas share the prefix) and returns the teardown that drops them.
+ * Says once, at the start of `npm test`, which dialects the database tests run on; names this run (its
+ * PostgreSQL test schemas share the prefix), makes the migrated templates the tests' databases are copied from,
+ * and returns the teardown that removes them and drops the run's schemas.
  */
-export default async function setup(): Promise<(() => Promise<void>) | undefined> {
+export default async function setup(): Promise<() => Promise<void>> {
   // The run's start time is part of its name, so a later run can tell a killed run's schemas from a live one's.
   process.env.PLINTH_TEST_RUN = `t${Date.now().toString(36)}r${randomBytes(3).toString('hex')}`;
-  if (!testPostgresUrl) {
+  if (testPostgresUrl) {
+    await preparePostgres(testPostgresUrl);
+    console.log('\n[plinth] Database tests run on SQLite and on PostgreSQL (TEST_DATABASE_URL).\n');
+  } else {
     console.log(
       '\n[plinth] PostgreSQL suite SKIPPED: TEST_DATABASE_URL is not set, so database tests run on SQLite only.\n' +
         '         Set TEST_DATABASE_URL=postgres://… to run every database test on PostgreSQL as well (CI does).\n',
     );
-    return undefined;
   }
-  // Fail the whole run at once, with a clear message, rather than every PostgreSQL test separately.
-  const client = new pg.Client({ connectionString: testPostgresUrl, connectionTimeoutMillis: 5000 });
+  const removeTemplates = await createTemplates();
+  return async () => {
+    removeTemplates();
+    if (testPostgresUrl) await dropRunSchemas();
+  };
+}
+
+/**
+ * Creates the test app role and drops killed runs' schemas. When the server does not answer, fails the whole run
+ * at once with a clear message, rather than every PostgreSQL test separately.
+ */
+async function preparePostgres(url: string): Promise<void> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 });
   try {
     await client.connect();
     await createTestAppRole(client);
@@ -27,8 +42,6 @@ export default async function setup(): Promise<(() => Promise<void>) | undefined
   } finally {
     await client.end().catch(() => {});
   }
-  console.log('\n[plinth] Database tests run on SQLite and on PostgreSQL (TEST_DATABASE_URL).\n');
-  return dropRunSchemas;
 }
 
 /**

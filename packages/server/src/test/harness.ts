@@ -2,12 +2,12 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pg from 'pg';
 import { type AppOptions, buildApp, type PlinthApp } from '../app.ts';
 import { type Config, loadConfig } from '../config.ts';
 import type { Dialect } from '../db/database.ts';
-import { TEST_APP_ROLE, testPostgresUrl, testSchemaPrefix } from './dialects.ts';
+import { TEST_APP_ROLE, testSchemaPrefix } from './dialects.ts';
 import { writeUnlimitedRateLimitsFile } from './rate-limits.ts';
+import { copyPostgresTemplate, copySqliteTemplate, postgresSchemaUrl, withPgClient } from './templates.ts';
 
 /** A database of its own for one test app: a temporary SQLite file, or a fresh PostgreSQL schema. */
 export interface TestDatabase {
@@ -20,42 +20,35 @@ export interface TestDatabase {
 }
 
 /**
- * Creates an empty database for one test. On PostgreSQL each test gets its own schema, selected through the
- * connection's `search_path`, so tests run in parallel without seeing each other's tables.
+ * Creates a database for one test: empty, or with `migrated` a copy of the run's migrated template
+ * (templates.ts). On PostgreSQL each test gets its own schema, selected through the connection's `search_path`,
+ * so tests run in parallel without seeing each other's tables.
  */
-export async function createTestDatabase(dialect: Dialect): Promise<TestDatabase> {
+export async function createTestDatabase(
+  dialect: Dialect,
+  { migrated = false }: { migrated?: boolean } = {},
+): Promise<TestDatabase> {
   const dataDir = mkdtempSync(join(tmpdir(), 'plinth-test-'));
   const removeDir = () => rmSync(dataDir, { recursive: true, force: true });
   if (dialect === 'sqlite') {
-    return { url: `sqlite:${join(dataDir, 'plinth.db')}`, dataDir, drop: async () => removeDir() };
+    const path = join(dataDir, 'plinth.db');
+    if (migrated) copySqliteTemplate(path);
+    return { url: `sqlite:${path}`, dataDir, drop: async () => removeDir() };
   }
-  if (!testPostgresUrl) throw new Error('PostgreSQL tests need TEST_DATABASE_URL');
   const schema = `${testSchemaPrefix()}${randomBytes(8).toString('hex')}`;
-  await withPgClient((client) => client.query(`create schema ${schema} authorization ${TEST_APP_ROLE}`));
-  const url = new URL(testPostgresUrl);
-  url.username = TEST_APP_ROLE;
-  url.password = '';
-  url.searchParams.set('options', `-c search_path=${schema}`);
+  if (migrated) await copyPostgresTemplate(schema);
+  else await withPgClient((client) => client.query(`create schema ${schema} authorization ${TEST_APP_ROLE}`));
   // The schema itself is dropped when the whole run ends (global-setup.ts), with every other schema of the run:
   // several apps of a multi-replica test share one database, and the first to close must not pull it away.
-  return { url: url.toString(), dataDir, drop: async () => removeDir() };
-}
-
-async function withPgClient<T>(work: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: testPostgresUrl });
-  await client.connect();
-  try {
-    return await work(client);
-  } finally {
-    await client.end();
-  }
+  return { url: postgresSchemaUrl(schema), dataDir, drop: async () => removeDir() };
 }
 
 /**
  * A test configuration: quiet logs, its own data directory and database, rate limits no test reaches (unless
  * `env` sets `RATE_LIMITS_FILE`; an empty value means the defaults), no background job worker (tests run due jobs
  * with `app.jobs.drain()`, at the moment they choose, on their fake clock; `JOBS_WORKER: 'true'` turns it on),
- * everything else at defaults.
+ * no load shedding (the test files run side by side, and a busy machine's event-loop delay must not turn a test's
+ * request into a 503; the tests of load shedding set `LOAD_SHED_*` themselves), everything else at defaults.
  */
 export function testConfig(database: TestDatabase, env: Record<string, string> = {}): Config {
   return loadConfig({
@@ -66,6 +59,7 @@ export function testConfig(database: TestDatabase, env: Record<string, string> =
     AUTO_MIGRATE: 'true',
     JWT_SECRET: randomBytes(32).toString('base64url'),
     JOBS_WORKER: 'false',
+    LOAD_SHED_MAX_EVENT_LOOP_DELAY_MS: '0',
     ...('RATE_LIMITS_FILE' in env
       ? {}
       : { RATE_LIMITS_FILE: writeUnlimitedRateLimitsFile(database.dataDir, planNames(env.ORG_PLANS)) }),
@@ -115,7 +109,8 @@ export interface TestAppOptions extends AppOptions {
  * drops its database.
  */
 export async function buildTestApp(dialect: Dialect, options: TestAppOptions = {}): Promise<PlinthApp> {
-  const database = await createTestDatabase(dialect);
+  // An app that does not migrate at start-up is a test of the migrations: it gets an empty database.
+  const database = await createTestDatabase(dialect, { migrated: options.env?.AUTO_MIGRATE !== 'false' });
   try {
     const app = await buildApp(testConfig(database, options.env), options);
     app.addHook('onClose', async () => database.drop());
