@@ -7,16 +7,14 @@ import { systemClock } from './core/clock.ts';
 import { AppError } from './core/errors.ts';
 import { isId } from './core/ids.ts';
 import { VERSION } from './core/version.ts';
-import { openDatabase } from './db/database.ts';
+import { describeDatabase, openDatabase } from './db/database.ts';
 import { migrateToLatest, migrationStatus } from './db/migrate.ts';
-import { auditChains, verifyAuditChain } from './modules/audit/index.ts';
-import { createAdmin } from './modules/auth/index.ts';
-import { backupSqlite } from './modules/backup/index.ts';
-import { describeDatabase, startServer } from './server.ts';
 
 /**
  * The `plinth` command. Every subcommand reads the same configuration as the server (environment variables
- * and `.env`), so `DATABASE_URL=… plinth migrate` acts on the database the server would use.
+ * and `.env`), so `DATABASE_URL=… plinth migrate` acts on the database the server would use. A command imports
+ * the modules it needs when it runs: loading the server and every module takes a second or more, which
+ * `plinth migrate` or `plinth --version` need not wait for.
  */
 const program = new Command('plinth')
   .description('Plinth: a production-grade backend platform.')
@@ -27,6 +25,7 @@ program
   .command('serve')
   .description('Start the HTTP server (applies migrations first on SQLite, or when AUTO_MIGRATE=true).')
   .action(async () => {
+    const { startServer } = await import('./server.ts');
     await startServer(loadConfig());
   });
 
@@ -71,6 +70,7 @@ program
   )
   .action(async (options: { email: string; name: string; password?: string }) => {
     const password = options.password ?? (await promptPassword('Password: '));
+    const { createAdmin } = await import('./modules/auth/index.ts');
     await withDatabase(async (database, log, config) => {
       if (config.autoMigrate) await migrateToLatest(database.db, database.dialect);
       const { id, created } = await createAdmin(
@@ -89,6 +89,7 @@ audit
   )
   .option('--org <id>', 'verify only this organization (default: every chain)')
   .action(async (options: { org?: string }) => {
+    const { auditChains, verifyAuditChain } = await import('./modules/audit/index.ts');
     await withDatabase(async (database, log) => {
       if (options.org !== undefined && !isId(options.org)) {
         throw new AppError(coreErrors.VALIDATION_FAILED, {
@@ -138,6 +139,7 @@ program
         detail: `--keep: not a number from 1 to 1000: ${options.keep}`,
       });
     }
+    const { backupSqlite } = await import('./modules/backup/index.ts');
     const result = await backupSqlite({
       source: config.database.path,
       dir: options.dir === undefined ? config.backup.dir : resolve(options.dir),

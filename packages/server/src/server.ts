@@ -1,7 +1,8 @@
 import closeWithGrace from 'close-with-grace';
 import type { FastifyInstance } from 'fastify';
 import { type AppOptions, buildApp } from './app.ts';
-import type { Config, DatabaseConfig } from './config.ts';
+import type { Config } from './config.ts';
+import { describeDatabase } from './db/database.ts';
 
 /**
  * Builds the app, listens, and shuts down gracefully on SIGTERM/SIGINT: stop accepting connections, let
@@ -24,11 +25,4 @@ export async function startServer(config: Config, options: AppOptions = {}): Pro
     await app.close();
   });
   return app;
-}
-
-/** Where the data lives, without credentials. */
-export function describeDatabase(database: DatabaseConfig): string {
-  if (database.dialect === 'sqlite') return `SQLite ${database.path}`;
-  const url = new URL(database.url);
-  return `PostgreSQL ${url.hostname}:${url.port || 5432}${url.pathname}`;
 }

@@ -67,6 +67,13 @@ export function containsText(db: Kysely<Database>, column: string, needle: strin
     : sql<SqlBool>`instr(${sql.ref(column)}, ${needle}) > 0`;
 }
 
+/** Where the data lives, without credentials. */
+export function describeDatabase(database: DatabaseConfig): string {
+  if (database.dialect === 'sqlite') return `SQLite ${database.path}`;
+  const url = new URL(database.url);
+  return `PostgreSQL ${url.hostname}:${url.port || 5432}${url.pathname}`;
+}
+
 export interface DatabaseOptions {
   log: FastifyBaseLogger;
   /** Called after every query with its kind (`select`, `insert`, …) and duration in seconds. */
