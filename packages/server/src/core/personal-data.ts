@@ -1,4 +1,5 @@
-import type { Transaction } from 'kysely';
+import { sql, type Transaction } from 'kysely';
+import { containsText } from '../db/database.ts';
 import type { Database } from '../db/schema.ts';
 
 /**
@@ -42,6 +43,37 @@ export interface PersonalDataSource {
    * Checked when erasure is requested and again when it is due.
    */
   blockers?(db: Transaction<Database>, userId: string): Promise<string[]>;
+}
+
+/** The person's address, for an export that finds the copies of it other records carry (undefined: no account). */
+export async function emailOf(db: Transaction<Database>, userId: string): Promise<string | undefined> {
+  const user = await db.selectFrom('users').select('email').where('id', '=', userId).executeTakeFirst();
+  return user?.email;
+}
+
+/** What an erasure writes in place of the person's address or name in a copy of a record that must stay. */
+export const ERASED = '[erased]';
+
+/**
+ * Replaces, in the JSON text of `column` of every row of `table` (an org-owned table: `db` is the erasure's
+ * transaction across tenants), each string value that is the person's address or name with {@link ERASED}. For
+ * copies of a record kept as JSON (an event's payload) that must survive the erasure, since something still has
+ * to happen with them. Whole string values only, so that a short name is not cut out of other words.
+ */
+export async function eraseFromJson(
+  db: Transaction<Database>,
+  table: 'domain_events' | 'webhook_deliveries',
+  column: 'data' | 'payload',
+  subject: Pick<ErasureSubject, 'email' | 'name'>,
+): Promise<void> {
+  for (const value of [subject.email, subject.name]) {
+    const quoted = JSON.stringify(value);
+    await db
+      .updateTable(table)
+      .set({ [column]: sql<string>`replace(${sql.ref(column)}, ${quoted}, ${JSON.stringify(ERASED)})` })
+      .where(containsText(db, column, quoted))
+      .execute();
+  }
 }
 
 export interface PersonalDataRegistry {

@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { jsonResponse, problemResponses } from '../../core/responses.ts';
 import { purgeAfter, type RetentionPolicy } from '../../core/retention.ts';
 import type { DomainEvents } from './outbox.ts';
+import { domainEventPersonalData } from './personal-data.ts';
 
 export {
   createDomainEventCatalogue,
@@ -77,8 +78,9 @@ const eventTypeRoutes: FastifyPluginAsyncZod<{ events: DomainEvents }> = async (
 
 async function eventsPlugin(app: FastifyInstance, { events }: { events: DomainEvents }): Promise<void> {
   app.retention.add(domainEventRetention);
+  app.personalData.add(domainEventPersonalData);
   await app.register(eventTypeRoutes, { events, prefix: '/api/v1' });
 }
 
-/** The event catalogue's route (`GET /api/v1/event-types`) and the outbox's retention policy. */
+/** The event catalogue's route (`GET /api/v1/event-types`), and the outbox's retention policy and personal data. */
 export const eventsModule = fp(eventsPlugin, { name: 'plinth-events' });

@@ -1,3 +1,5 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { AuditEvent, ErasureScheduled, Page, TotpEnrollment } from '@plinth/shared';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -28,13 +30,25 @@ const OPERATOR = { email: 'operator@example.test', password: 'granite moss picni
 describe.each(testDialects)('account erasure (%s)', (dialect) => {
   let app: PlinthApp;
   const clock = createFakeClock('2030-06-01T08:00:00.000Z');
+  // A webhook receiver on this machine that fails every delivery, quoting it back: the delivery log then keeps
+  // the payload (for the retry) and the receiver's answer, both holding whatever the event said about a person.
+  const receiver = createServer((request, response) => {
+    const body: Buffer[] = [];
+    request.on('data', (chunk: Buffer) => body.push(chunk));
+    request.on('end', () => response.writeHead(500).end(`cannot take ${Buffer.concat(body).toString()}`));
+  });
 
   beforeAll(async () => {
-    app = await buildTestApp(dialect, { clock, env: { REQUIRE_EMAIL_VERIFICATION: 'false' } });
+    await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+    app = await buildTestApp(dialect, {
+      clock,
+      env: { REQUIRE_EMAIL_VERIFICATION: 'false', WEBHOOK_ALLOWED_HOSTS: '127.0.0.1' },
+    });
     await createOperator(app, OPERATOR);
   });
   afterAll(async () => {
     await app?.close();
+    receiver.close();
   });
 
   /** A person who signs up and signs in from an address of their own, with a name no one else has. */
@@ -91,6 +105,14 @@ describe.each(testDialects)('account erasure (%s)', (dialect) => {
       remoteAddress: victim.ip,
     });
     expect(accept.statusCode).toBe(200);
+    // The friend's organization sends every event to a webhook.
+    const hook = await app.inject({
+      method: 'POST',
+      url: `/api/v1/orgs/${friendOrg}/webhooks`,
+      headers: bearer(friend.accessToken),
+      payload: { url: `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hooks`, events: ['*'] },
+    });
+    expect(hook.statusCode).toBe(201);
     // Things she did there, and things others did about her.
     await invite(app, victim.accessToken, friendOrg, 'someone-else@example.test', 'member');
     await createApiKey(app, victim.accessToken, friendOrg, { name: 'zelda key', scopes: ['members:read'] });
@@ -130,6 +152,20 @@ describe.each(testDialects)('account erasure (%s)', (dialect) => {
     clock.advance(14 * DAY - 1000);
     await app.jobs.drain();
     expect(await findUser(app, victim.email)).toBeDefined();
+    // Just before the erasure, the friend changes her role: the event, its webhook delivery and the copies of her
+    // address and name they carry are recent enough that no retention policy has removed them.
+    const changed = await app.inject({
+      method: 'PATCH',
+      url: `/api/v1/orgs/${friendOrg}/members/${victim.userId}`,
+      headers: bearer((await login(app, friend.email, PASSWORD)).accessToken),
+      payload: { role: 'member' },
+    });
+    expect(changed.statusCode).toBe(200);
+    await app.jobs.drain();
+    const copies = await everyRowAsText();
+    for (const table of ['domain_events', 'webhook_deliveries', 'webhook_delivery_attempts']) {
+      expect(copies[table]).toContain(victim.email);
+    }
     clock.advance(1000);
     await app.jobs.drain();
     expect(await findUser(app, victim.email)).toBeUndefined();

@@ -32,7 +32,8 @@ describe.each(testDialects)('data export (%s)', (dialect) => {
   const clock = createFakeClock('2030-05-01T10:00:00.000Z');
 
   beforeAll(async () => {
-    app = await buildTestApp(dialect, { clock });
+    // Webhooks may go to this machine: nothing answers there, which leaves the deliveries in the log.
+    app = await buildTestApp(dialect, { clock, env: { WEBHOOK_ALLOWED_HOSTS: '127.0.0.1' } });
   });
   afterAll(async () => {
     await app?.close();
@@ -80,6 +81,26 @@ describe.each(testDialects)('data export (%s)', (dialect) => {
       payload: { purpose: 'marketing_email', granted: true, policyVersion: '2030-01' },
     });
     expect(consent.statusCode).toBe(201);
+    // She joins a friend's organization, whose events go to a webhook: the events and their deliveries carry her
+    // address, and the export lists them, naming the receiver's host but not its URL (often a secret itself).
+    const friend = await signedInUser(app, 'export-friend@example.test', 'Friend of Ada');
+    const { id: friendOrg } = await createOrg(app, friend.accessToken, 'Friend Org');
+    const hook = await app.inject({
+      method: 'POST',
+      url: `/api/v1/orgs/${friendOrg}/webhooks`,
+      headers: bearer(friend.accessToken),
+      payload: { url: 'http://127.0.0.1:9/hooks/s3cr3t-path', events: ['*'] },
+    });
+    expect(hook.statusCode).toBe(201);
+    const invitation = await invite(app, friend.accessToken, friendOrg, user.email, 'member');
+    const accepted = await app.inject({
+      method: 'POST',
+      url: '/api/v1/invitations/accept',
+      headers: bearer(user.accessToken),
+      payload: { token: invitation },
+    });
+    expect(accepted.statusCode).toBe(200);
+    await app.jobs.drain();
 
     const exportId = await requestExport(user);
     // Asking again while it is being built answers with the same export.
@@ -120,7 +141,24 @@ describe.each(testDialects)('data export (%s)', (dialect) => {
     expect(read('sessions.json')).toHaveLength(2);
     expect(read('memberships.json')).toEqual([
       expect.objectContaining({ orgId, orgName: 'Export Org', role: 'owner' }),
+      expect.objectContaining({ orgId: friendOrg, orgName: 'Friend Org', role: 'member' }),
     ]);
+    const friendEvents = ['invitation.created', 'member.added'];
+    const domainEvents = read('domainEvents.json') as unknown[];
+    expect(domainEvents).toHaveLength(friendEvents.length);
+    expect(domainEvents).toEqual(
+      expect.arrayContaining(friendEvents.map((type) => expect.objectContaining({ orgId: friendOrg, type }))),
+    );
+    const deliveries = read('webhookDeliveries.json') as unknown[];
+    expect(deliveries).toHaveLength(friendEvents.length);
+    expect(deliveries).toEqual(
+      expect.arrayContaining(
+        friendEvents.map((eventType) =>
+          expect.objectContaining({ orgId: friendOrg, eventType, receiver: '127.0.0.1:9' }),
+        ),
+      ),
+    );
+    expect(JSON.stringify(read('webhookDeliveries.json'))).not.toContain('s3cr3t');
     expect(read('invitationsSent.json')).toEqual([expect.objectContaining({ orgId, role: 'member' })]);
     expect(read('apiKeysCreated.json')).toEqual([
       expect.objectContaining({ id: key.id, name: 'export key' }),

@@ -4,6 +4,7 @@ import { purgeAfter, type RetentionPolicy } from '../../core/retention.ts';
 import { defineDeliveryJobs, webhookRelayTarget } from './delivery.service.ts';
 import type { WebhookDeps } from './deps.ts';
 import { webhookPermissions } from './permissions.ts';
+import { webhookPersonalData } from './personal-data.ts';
 import { webhookRoutes } from './webhook.routes.ts';
 
 export {
@@ -52,6 +53,7 @@ async function webhooksPlugin(app: FastifyInstance, { deps }: { deps: WebhookDep
   for (const table of WEBHOOK_TENANT_TABLES) deps.database.registerTenantTable(table);
   deps.registry.addPermissions(webhookPermissions);
   app.retention.add(webhookDeliveryRetention);
+  app.personalData.add(webhookPersonalData);
   defineDeliveryJobs(deps);
   deps.events.addRelayTarget(webhookRelayTarget(deps));
   app.addHook('onClose', async () => deps.sender.close());
