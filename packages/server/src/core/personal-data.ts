@@ -54,6 +54,11 @@ export async function emailOf(db: Transaction<Database>, userId: string): Promis
 /** What an erasure writes in place of the person's address or name in a copy of a record that must stay. */
 export const ERASED = '[erased]';
 
+/** The JSON columns that keep copies of a person's public representation. */
+export type JsonCopies =
+  | { table: 'domain_events'; column: 'data' }
+  | { table: 'webhook_deliveries'; column: 'payload' };
+
 /**
  * Replaces, in the JSON text of `column` of every row of `table` (an org-owned table: `db` is the erasure's
  * transaction across tenants), each string value that is the person's address or name with {@link ERASED}. For
@@ -62,8 +67,7 @@ export const ERASED = '[erased]';
  */
 export async function eraseFromJson(
   db: Transaction<Database>,
-  table: 'domain_events' | 'webhook_deliveries',
-  column: 'data' | 'payload',
+  { table, column }: JsonCopies,
   subject: Pick<ErasureSubject, 'email' | 'name'>,
 ): Promise<void> {
   for (const value of [subject.email, subject.name]) {

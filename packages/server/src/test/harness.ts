@@ -36,11 +36,13 @@ export async function createTestDatabase(
     return { url: `sqlite:${path}`, dataDir, drop: async () => removeDir() };
   }
   const schema = `${testSchemaPrefix()}${randomBytes(8).toString('hex')}`;
+  // First, so that without TEST_DATABASE_URL this fails saying so, before connecting anywhere.
+  const url = postgresSchemaUrl(schema);
   if (migrated) await copyPostgresTemplate(schema);
   else await withPgClient((client) => client.query(`create schema ${schema} authorization ${TEST_APP_ROLE}`));
   // The schema itself is dropped when the whole run ends (global-setup.ts), with every other schema of the run:
   // several apps of a multi-replica test share one database, and the first to close must not pull it away.
-  return { url: postgresSchemaUrl(schema), dataDir, drop: async () => removeDir() };
+  return { url, dataDir, drop: async () => removeDir() };
 }
 
 /**

@@ -21,5 +21,5 @@ export const domainEventPersonalData: PersonalDataSource = {
       .execute();
     return rows.map((r) => ({ id: r.id, orgId: r.org_id, type: r.type, occurredAt: r.occurred_at }));
   },
-  erase: (db, subject) => eraseFromJson(db, 'domain_events', 'data', subject),
+  erase: (db, subject) => eraseFromJson(db, { table: 'domain_events', column: 'data' }, subject),
 };

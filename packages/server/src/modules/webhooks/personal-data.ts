@@ -38,7 +38,7 @@ export const webhookPersonalData: PersonalDataSource = {
     }));
   },
   async erase(db, subject) {
-    await eraseFromJson(db, 'webhook_deliveries', 'payload', subject);
+    await eraseFromJson(db, { table: 'webhook_deliveries', column: 'payload' }, subject);
     const quotes = (column: string) => [
       containsText(db, column, subject.email),
       containsText(db, column, subject.name),
