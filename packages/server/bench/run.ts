@@ -143,6 +143,7 @@ async function drive(server: BenchServer, workload: Workload): Promise<Figures> 
     connections,
     duration: durationSeconds,
   });
+  await workload.settle?.(server);
   return {
     name: workload.name,
     rate: Math.round(result.requests.average),

@@ -54,6 +54,11 @@ export interface Workload {
   prepare(
     server: BenchServer,
   ): Promise<Omit<autocannon.Options, 'url' | 'duration' | 'connections'> & { path: string }>;
+  /**
+   * Waits, after the load, for the work the requests left to the server's background (inside the measurement,
+   * so that the row's CPU time includes it).
+   */
+  settle?(server: BenchServer): Promise<void>;
 }
 
 /** A figure measured in the bench process itself rather than over HTTP (e.g. a primitive's raw rate). */

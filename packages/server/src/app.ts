@@ -379,6 +379,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       jobs,
       archiveDir: config.privacy.auditArchiveDir,
       defaultRetentionDays: config.privacy.auditRetentionDays,
+      sequenceIntervalMs: config.privacy.auditSequenceIntervalMs,
     },
   });
   await app.register(rateLimitUsageModule, { deps: rateLimitDeps });

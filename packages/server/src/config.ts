@@ -162,6 +162,8 @@ export interface PrivacyConfig {
   readonly auditRetentionDays: number;
   /** Where archived audit segments are written. */
   readonly auditArchiveDir: string;
+  /** Between two passes of a replica's audit sequencer, which chains pending events, in milliseconds. */
+  readonly auditSequenceIntervalMs: number;
 }
 
 export interface WebhooksConfig {
@@ -479,6 +481,7 @@ const EnvSchema = z.object({
   ERASURE_GRACE_DAYS: integer(0, 365).default(14),
   AUDIT_RETENTION_DAYS: integer(0, 36_500).default(0),
   AUDIT_ARCHIVE_DIR: z.string().min(1).optional(),
+  AUDIT_SEQUENCE_INTERVAL_MS: integer(10, 60_000).default(100),
   RETENTION_DAYS: namedNumbers({ digits: 5, example: 'sessions=60,mail_outbox=7', unit: 'days' }),
   JOBS_WORKER: booleanString.default(true),
   JOBS_CONCURRENCY: integer(1, 256).default(4),
@@ -663,6 +666,7 @@ export function loadConfig(env: Record<string, string | undefined> = processEnvW
       retentionDays: e.RETENTION_DAYS,
       auditRetentionDays: e.AUDIT_RETENTION_DAYS,
       auditArchiveDir: resolve(e.AUDIT_ARCHIVE_DIR ?? join(dataDir, 'audit-archives')),
+      auditSequenceIntervalMs: e.AUDIT_SEQUENCE_INTERVAL_MS,
     },
     realtime: {
       ticketTtlSeconds: e.REALTIME_TICKET_TTL_SECONDS,

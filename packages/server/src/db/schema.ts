@@ -24,6 +24,7 @@ export interface Database {
   api_keys: ApiKeysTable;
   audit_events: AuditEventsTable;
   audit_chain_heads: AuditChainHeadsTable;
+  audit_pending: AuditPendingTable;
   audit_archives: AuditArchivesTable;
   consent_records: ConsentRecordsTable;
   jobs: JobsTable;
@@ -281,7 +282,17 @@ export interface AuditEventsTable {
   erased_at: Timestamp | null;
 }
 
-/** The end of an organization's audit chain: appends lock this row, so concurrent writers cannot fork it. */
+/**
+ * An audit event whose change committed but which is not in its chain yet: the change's transaction writes it
+ * here, and the sequencer moves it into `audit_events`, giving it its `seq` and hashes (modules/audit/
+ * sequencer.ts). Triggers refuse every update, and deleting a row whose event is not in `audit_events` yet.
+ */
+export type AuditPendingTable = Omit<
+  AuditEventsTable,
+  'seq' | 'personal_digest' | 'prev_hash' | 'hash' | 'erased_at'
+>;
+
+/** The end of an audit chain: the sequencer locks this row, so concurrent sequencers cannot fork the chain. */
 export interface AuditChainHeadsTable {
   org_id: string;
   /** The last event's `seq` (0 before the first). */

@@ -227,6 +227,7 @@ describe.each(testDialects)('canary secrets (%s)', (dialect) => {
 
     const audit = JSON.stringify(
       await app.database.acrossTenants(async (db) => [
+        ...(await db.selectFrom('audit_pending').selectAll().execute()),
         ...(await db.selectFrom('audit_events').selectAll().execute()),
         ...(await db.selectFrom('audit_chain_heads').selectAll().execute()),
         ...(await db.selectFrom('audit_archives').selectAll().execute()),

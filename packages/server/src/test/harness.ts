@@ -50,7 +50,9 @@ export async function createTestDatabase(
  * `env` sets `RATE_LIMITS_FILE`; an empty value means the defaults), no background job worker (tests run due jobs
  * with `app.jobs.drain()`, at the moment they choose, on their fake clock; `JOBS_WORKER: 'true'` turns it on),
  * no load shedding (the test files run side by side, and a busy machine's event-loop delay must not turn a test's
- * request into a 503; the tests of load shedding set `LOAD_SHED_*` themselves), everything else at defaults.
+ * request into a 503; the tests of load shedding set `LOAD_SHED_*` themselves), an audit sequencer that passes
+ * once a minute (so that every test of a reader sees it sequence what it reads; the sequencer's tests set
+ * `AUDIT_SEQUENCE_INTERVAL_MS`), everything else at defaults.
  */
 export function testConfig(database: TestDatabase, env: Record<string, string> = {}): Config {
   return loadConfig({
@@ -62,6 +64,7 @@ export function testConfig(database: TestDatabase, env: Record<string, string> =
     JWT_SECRET: randomBytes(32).toString('base64url'),
     JOBS_WORKER: 'false',
     LOAD_SHED_MAX_EVENT_LOOP_DELAY_MS: '0',
+    AUDIT_SEQUENCE_INTERVAL_MS: '60000',
     ...('RATE_LIMITS_FILE' in env
       ? {}
       : { RATE_LIMITS_FILE: writeUnlimitedRateLimitsFile(database.dataDir, planNames(env.ORG_PLANS)) }),

@@ -15,6 +15,7 @@ import { webhooks } from './20261202T0110-webhooks.ts';
 import { realtimeNotifications } from './20261202T0200-realtime-notifications.ts';
 import { auditEventLayout } from './20261202T0300-audit-event-layout.ts';
 import { orgUsageReports } from './20261202T0400-org-usage-reports.ts';
+import { auditSequencer } from './20261202T0500-audit-sequencer.ts';
 
 /**
  * Every migration, keyed by a timestamped name that sorts in the order they must run. One set serves both
@@ -37,4 +38,5 @@ export const migrations: Record<string, Migration> = {
   '20261202T0200-realtime-notifications': realtimeNotifications,
   '20261202T0300-audit-event-layout': auditEventLayout,
   '20261202T0400-org-usage-reports': orgUsageReports,
+  '20261202T0500-audit-sequencer': auditSequencer,
 };

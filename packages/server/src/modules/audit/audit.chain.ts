@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 
 /**
  * The hash chain of an organization's audit events.
@@ -49,8 +49,9 @@ export function canonicalJson(fields: Record<string, string | number | null>): s
   return JSON.stringify(sorted);
 }
 
+/** One-shot hashing (`crypto.hash`, Node ≥ 20.12): several times cheaper than a `Hash` object for short inputs. */
 function sha256(text: string): string {
-  return createHash('sha256').update(text, 'utf8').digest('hex');
+  return hash('sha256', text, 'hex');
 }
 
 /** SHA-256 (hex) over the canonical form of `{actorId, changes, ip, userAgent}`. */

@@ -1,6 +1,6 @@
 import { type Selectable, type SelectQueryBuilder, sql, type Transaction } from 'kysely';
 import { isPostgres } from '../../db/database.ts';
-import type { AuditChainHeadsTable, AuditEventsTable, Database } from '../../db/schema.ts';
+import type { AuditChainHeadsTable, AuditEventsTable, AuditPendingTable, Database } from '../../db/schema.ts';
 
 /**
  * SQL over `audit_events` and `audit_chain_heads`; every function takes a `withTenant` (or `acrossTenants`)
@@ -11,6 +11,7 @@ import type { AuditChainHeadsTable, AuditEventsTable, Database } from '../../db/
 
 export type AuditEventRow = Selectable<AuditEventsTable>;
 export type ChainHeadRow = Selectable<AuditChainHeadsTable>;
+export type PendingEventRow = Selectable<AuditPendingTable>;
 
 /** What a list or an export may be narrowed to (API names; `from` inclusive, `to` exclusive, ISO-8601 UTC). */
 export interface AuditEventFilters {
@@ -23,9 +24,10 @@ export interface AuditEventFilters {
 }
 
 /**
- * The organization's chain head, locked until the transaction ends: on PostgreSQL with `select … for update`, so
- * a concurrent append waits here and then reads the head this one leaves; SQLite runs one write transaction at
- * a time (Kysely's driver queues transactions on its single connection), which serialises appends already.
+ * The chain's head, locked until the transaction ends: on PostgreSQL with `select … for update`, so a concurrent
+ * sequencer (or archive) of the chain waits here and then reads the head this one leaves; SQLite runs one write
+ * transaction at a time (Kysely's driver queues transactions on its single connection), which serialises them
+ * already.
  */
 export async function lockHead(db: Transaction<Database>, orgId: string): Promise<ChainHeadRow | undefined> {
   const query = db.selectFrom('audit_chain_heads').selectAll().where('org_id', '=', orgId);
@@ -33,9 +35,9 @@ export async function lockHead(db: Transaction<Database>, orgId: string): Promis
 }
 
 /**
- * Creates the organization's head before its first event. Two first appends may race to create it: `on conflict
- * do nothing` makes the second wait for the first's commit and insert nothing, and the lock that follows then
- * reads the first's head. (An update on conflict would be an upsert, which the tenant scope refuses.)
+ * Creates the chain's head before its first event. Two sequencers may race to create it: `on conflict do
+ * nothing` makes the second wait for the first's commit and insert nothing, and the lock that follows then reads
+ * the first's head. (An update on conflict would be an upsert, which the tenant scope refuses.)
  */
 export async function createHead(db: Transaction<Database>, head: ChainHeadRow): Promise<void> {
   await db
@@ -45,29 +47,10 @@ export async function createHead(db: Transaction<Database>, head: ChainHeadRow):
     .execute();
 }
 
-/**
- * Takes the chain's next `seq`: moves the head's `seq` on by one and returns it with the head's hash — the hash
- * of the event before, since the head's hash moves only once the new event is written ({@link appendEvent}). The
- * update locks the head row until the transaction ends (PostgreSQL's row lock; SQLite's single writer), so
- * concurrent appends queue and each reads the head the previous one left: the chain cannot fork. One statement
- * for lock, read and advance, because an append is paid for by every audited change. Undefined when the chain
- * has no head yet ({@link createHead}).
- */
-export async function takeNextSeq(
-  db: Transaction<Database>,
-  orgId: string,
-): Promise<{ seq: number; prevHash: string } | undefined> {
-  const result = await sql<{ seq: number; hash: string }>`update audit_chain_heads set seq = seq + 1
-    where org_id = ${orgId} returning seq, hash`.execute(db);
-  const row = result.rows[0];
-  return row && { seq: Number(row.seq), prevHash: row.hash };
-}
-
-/** The columns of an event, in the order {@link appendEvent} writes them. */
-const EVENT_COLUMNS = [
+/** The columns of a pending event, in the order {@link insertPending} writes them. */
+const PENDING_COLUMNS = [
   'id',
   'org_id',
-  'seq',
   'at',
   'actor_type',
   'actor_id',
@@ -80,28 +63,65 @@ const EVENT_COLUMNS = [
   'user_agent',
   'outcome',
   'changes',
-  'personal_digest',
-  'prev_hash',
-  'hash',
-  'erased_at',
-] as const satisfies readonly (keyof AuditEventRow)[];
-const INSERT_EVENT = sql.raw(`insert into audit_events (${EVENT_COLUMNS.join(', ')}) values (`);
+] as const satisfies readonly (keyof PendingEventRow)[];
+const INSERT_PENDING = sql.raw(`insert into audit_pending (${PENDING_COLUMNS.join(', ')}) values (`);
 
 /**
- * Writes one event and points its chain's head at it (the head's `seq` was moved on by {@link takeNextSeq}), as
- * SQL built once, since every audited change pays for it. On PostgreSQL in one statement, a data-modifying CTE:
- * the head stays locked from `takeNextSeq` until the transaction ends, so each round trip in between lengthens
- * the queue of the organization's other appends. SQLite has no round trips to save (and no DML in a CTE).
+ * Writes an event, unchained, in the change's transaction: the one statement every audited change pays for, as
+ * SQL built once. It takes no lock; the sequencer chains the event once the change has committed.
  */
-export async function appendEvent(db: Transaction<Database>, row: AuditEventRow): Promise<void> {
-  const insert = sql`${INSERT_EVENT}${sql.join(EVENT_COLUMNS.map((column) => row[column]))})`;
-  const pointHead = sql`update audit_chain_heads set hash = ${row.hash} where org_id = ${row.org_id}`;
-  if (isPostgres(db)) {
-    await sql`with appended as (${insert}) ${pointHead}`.execute(db);
-    return;
-  }
-  await insert.execute(db);
-  await pointHead.execute(db);
+export async function insertPending(db: Transaction<Database>, row: PendingEventRow): Promise<void> {
+  await sql`${INSERT_PENDING}${sql.join(PENDING_COLUMNS.map((column) => row[column]))})`.execute(db);
+}
+
+/** Up to `limit` of the chain's pending events, oldest first (ids are UUIDv7, so in the order they were made). */
+export function pendingEvents(
+  db: Transaction<Database>,
+  chain: string,
+  limit: number,
+): Promise<PendingEventRow[]> {
+  return db
+    .selectFrom('audit_pending')
+    .selectAll()
+    .where('org_id', '=', chain)
+    .orderBy('id')
+    .limit(limit)
+    .execute();
+}
+
+/** Up to `limit` chains that have pending events, in name order (across tenants by nature). */
+export async function pendingChains(db: Transaction<Database>, limit: number): Promise<string[]> {
+  const rows = await db
+    .selectFrom('audit_pending')
+    .select('org_id')
+    .distinct()
+    .orderBy('org_id')
+    .limit(limit)
+    .execute();
+  return rows.map((r) => r.org_id);
+}
+
+/** Writes chained events (a batch of one chain's, in `seq` order). */
+export async function insertEvents(db: Transaction<Database>, rows: AuditEventRow[]): Promise<void> {
+  await db.insertInto('audit_events').values(rows).execute();
+}
+
+/** Points the chain's head at its last event. */
+export async function moveHead(
+  db: Transaction<Database>,
+  chain: string,
+  head: { seq: number; hash: string },
+): Promise<void> {
+  await db
+    .updateTable('audit_chain_heads')
+    .set({ seq: head.seq, hash: head.hash })
+    .where('org_id', '=', chain)
+    .execute();
+}
+
+/** Deletes pending events that are in their chain now (the table's trigger refuses any other). */
+export async function deletePending(db: Transaction<Database>, chain: string, ids: string[]): Promise<void> {
+  await db.deleteFrom('audit_pending').where('org_id', '=', chain).where('id', 'in', ids).execute();
 }
 
 /** The organization's head, unlocked (for verification), or undefined when it has no event yet. */

@@ -8,6 +8,7 @@ import { containsText } from '../../db/database.ts';
 import { eventHash, personalDigest } from './audit.chain.ts';
 import * as repo from './audit.repo.ts';
 import { accountChain, type FieldChanges, orgOfChain } from './record.ts';
+import { sequenceAllChains, sequenceChain, sequenceChainNow } from './sequencer.ts';
 
 /** An event in API field names. */
 export function toAuditEvent(row: repo.AuditEventRow): AuditEvent {
@@ -54,13 +55,14 @@ export async function listAuditEvents(
   query: { limit: number; cursor?: string | undefined; sort: string } & repo.AuditEventFilters,
 ): Promise<{ data: AuditEvent[]; nextCursor: string | null }> {
   const filters = normaliseRange(query);
-  const page = await database.withTenant(chain, (db) =>
-    paginate(
+  const page = await database.withTenant(chain, async (db) => {
+    await sequenceChain(db, chain);
+    return paginate(
       repo.filteredEvents(db, chain, filters),
       { limit: query.limit, cursor: query.cursor, sort: query.sort },
       auditEventsList,
-    ),
-  );
+    );
+  });
   return { data: page.data.map(toAuditEvent), nextCursor: page.nextCursor };
 }
 
@@ -74,7 +76,10 @@ const PAGE_SIZE = 500;
  * hash matching its fields; the last must be the head. Reads in pages, each in its own short transaction.
  */
 export async function verifyAuditChain(database: DatabaseHandle, orgId: string): Promise<AuditVerifyResult> {
-  const head = await database.withTenant(orgId, (db) => repo.readHead(db, orgId));
+  const head = await database.withTenant(orgId, async (db) => {
+    await sequenceChain(db, orgId);
+    return repo.readHead(db, orgId);
+  });
   if (!head) {
     // No head: either no event was ever written, or the head was removed; any event left is then unlinked.
     const stray = await database.withTenant(orgId, (db) => repo.eventsAfter(db, orgId, 0, 1));
@@ -140,7 +145,10 @@ export function linkHolds(row: repo.AuditEventRow, prevHash: string): boolean {
  * `audit verify` checks all of them.
  */
 export function auditChains(database: DatabaseHandle): Promise<string[]> {
-  return database.acrossTenants((db) => repo.chainNames(db));
+  return database.acrossTenants(async (db) => {
+    await sequenceAllChains(db);
+    return repo.chainNames(db);
+  });
 }
 
 /**
@@ -152,6 +160,7 @@ export function auditChains(database: DatabaseHandle): Promise<string[]> {
 export const auditPersonalData: PersonalDataSource = {
   name: 'auditEvents',
   async export(db, userId) {
+    await sequenceAllChains(db);
     const rows = await db
       .selectFrom('audit_events')
       .selectAll()
@@ -171,6 +180,8 @@ export const auditPersonalData: PersonalDataSource = {
    * address stays.
    */
   async erase(db, subject) {
+    // Events still pending carry the person's fields too; in their chains, they are erased below with the rest.
+    await sequenceAllChains(db);
     await db
       .updateTable('audit_events')
       .set({
@@ -261,6 +272,7 @@ export async function* exportAuditEvents(
   filters: repo.AuditEventFilters,
 ): AsyncGenerator<string> {
   const range = normaliseRange(filters);
+  await sequenceChainNow(database, orgId);
   if (format === 'csv') yield `${CSV_COLUMNS.join(',')}\r\n`;
   let after = 0;
   for (;;) {

@@ -18,22 +18,28 @@ import { addMember, createApiKey, createOrg, signedInUser, type TestUser } from 
 import { GENESIS_HASH } from './audit.chain.ts';
 import { csvField } from './audit.service.ts';
 import { fieldChanges, REDACTED, recordAuditEvent, systemAuditContext } from './record.ts';
+import { sequenceChain } from './sequencer.ts';
 
 /** The repository root, where `node packages/server/bin/plinth.js` is run from. */
 
 const EventPage = Page(AuditEvent);
 type EventRow = Selectable<AuditEventsTable>;
 
-/** Every stored event of `orgId`, in chain order, read through the tenant scope as the application would. */
+/**
+ * Every stored event of `orgId`, in chain order, read through the tenant scope as the application would: the
+ * chain sequenced first, as every reader does.
+ */
 function storedEvents(app: PlinthApp, orgId: string): Promise<EventRow[]> {
-  return app.database.withTenant(orgId, (db) =>
-    db.selectFrom('audit_events').selectAll().orderBy('seq').execute(),
-  );
+  return app.database.withTenant(orgId, async (db) => {
+    await sequenceChain(db, orgId);
+    return db.selectFrom('audit_events').selectAll().orderBy('seq').execute();
+  });
 }
 
-/** Every row of the audit tables of every organization, as one string, to search for secrets. */
+/** Every row of the audit tables of every organization, pending events included, as one string, to search for secrets. */
 async function wholeAuditTable(app: PlinthApp): Promise<string> {
   const rows = await app.database.acrossTenants(async (db) => [
+    ...(await db.selectFrom('audit_pending').selectAll().execute()),
     ...(await db.selectFrom('audit_events').selectAll().execute()),
     ...(await db.selectFrom('audit_chain_heads').selectAll().execute()),
   ]);
@@ -592,7 +598,27 @@ describe.each(testDialects)('tamper evidence (%s)', (dialect) => {
     await app?.close();
   });
 
-  it('rolls back a key rotation whose event could not be completed: neither the rotation nor the event stays', async () => {
+  /** Makes every write of `table` fail until the returned function is called. */
+  async function failWritesTo(table: 'audit_pending' | 'audit_chain_heads', when: 'insert' | 'update') {
+    await rawSql(
+      app,
+      dialect === 'sqlite'
+        ? [`CREATE TRIGGER fail_write BEFORE ${when} ON ${table} BEGIN SELECT RAISE(ABORT, 'forced'); END`]
+        : [
+            "create function fail_write() returns trigger language plpgsql as $$ begin raise exception 'forced'; end $$",
+            `create trigger fail_write before ${when} on ${table} for each row execute function fail_write()`,
+          ],
+    );
+    return () =>
+      rawSql(
+        app,
+        dialect === 'sqlite'
+          ? ['DROP TRIGGER fail_write']
+          : [`drop trigger fail_write on ${table}`, 'drop function fail_write()'],
+      );
+  }
+
+  it('rolls back a key rotation whose event could not be written: neither the rotation nor the event stays', async () => {
     const key = await createApiKey(app, owner.accessToken, orgId, {
       name: 'doomed',
       scopes: ['members:read'],
@@ -602,34 +628,46 @@ describe.each(testDialects)('tamper evidence (%s)', (dialect) => {
         db.selectFrom('api_keys').selectAll().where('id', '=', key.id).executeTakeFirstOrThrow(),
       );
     const before = { key: await keyRow(), events: await storedEvents(app, orgId) };
-    // The event row is inserted, then advancing the chain head fails: the whole transaction must roll back.
-    await rawSql(
-      app,
-      dialect === 'sqlite'
-        ? [
-            "CREATE TRIGGER fail_head BEFORE UPDATE ON audit_chain_heads BEGIN SELECT RAISE(ABORT, 'forced'); END",
-          ]
-        : [
-            "create function fail_head() returns trigger language plpgsql as $$ begin raise exception 'forced'; end $$",
-            'create trigger fail_head before update on audit_chain_heads for each row execute function fail_head()',
-          ],
-    );
+    // The rotation is written, then its event's insert fails: the whole transaction must roll back.
+    const restore = await failWritesTo('audit_pending', 'insert');
     try {
       expect((await rotate(app, owner, orgId, key.id)).statusCode).toBe(500);
       expect(await keyRow()).toEqual(before.key);
       expect(await storedEvents(app, orgId)).toEqual(before.events);
     } finally {
-      await rawSql(
-        app,
-        dialect === 'sqlite'
-          ? ['DROP TRIGGER fail_head']
-          : ['drop trigger fail_head on audit_chain_heads', 'drop function fail_head()'],
-      );
+      await restore();
     }
     // The same request succeeds once the failure is gone, and the chain was never touched.
     expectOk(await rotate(app, owner, orgId, key.id));
     expect((await storedEvents(app, orgId)).length).toBe(before.events.length + 1);
     expect(await verifyResult(app, owner, orgId)).toEqual({ ok: true, checked: before.events.length + 1 });
+  });
+
+  it('keeps the event of a committed change pending while its chain cannot be advanced, and chains it later', async () => {
+    const key = await createApiKey(app, owner.accessToken, orgId, {
+      name: 'patient',
+      scopes: ['members:read'],
+    });
+    const before = await storedEvents(app, orgId);
+    const restore = await failWritesTo('audit_chain_heads', 'update');
+    try {
+      // The change does not wait for its chain: it commits with its event pending...
+      expectOk(await rotate(app, owner, orgId, key.id));
+      const pending = await app.database.withTenant(orgId, (db) =>
+        db.selectFrom('audit_pending').select(['action', 'target_id']).execute(),
+      );
+      expect(pending).toEqual([{ action: 'apikey.rotated', target_id: key.id }]);
+      // ...and a reader, which must not see the chain without it, fails rather than answer without it.
+      expect((await verify(app, owner, orgId)).statusCode).toBe(500);
+    } finally {
+      await restore();
+    }
+    const after = await storedEvents(app, orgId);
+    expect(after.map((e) => e.action)).toEqual([...before.map((e) => e.action), 'apikey.rotated']);
+    expect(
+      await app.database.withTenant(orgId, (db) => db.selectFrom('audit_pending').selectAll().execute()),
+    ).toEqual([]);
+    expect(await verifyResult(app, owner, orgId)).toEqual({ ok: true, checked: after.length });
   });
 
   it('still verifies after an erasure pseudonymises the personal fields, which the triggers allow', async () => {

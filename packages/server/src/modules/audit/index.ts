@@ -7,6 +7,7 @@ import { type ArchiveDeps, defineArchiveJob } from './archive.service.ts';
 import { adminAuditRoutes, auditRoutes, myAuditRoutes } from './audit.routes.ts';
 import { auditPersonalData } from './audit.service.ts';
 import { auditPermissions } from './permissions.ts';
+import { createAuditSequencer } from './sequencer.ts';
 
 export { GENESIS_HASH } from './audit.chain.ts';
 export { auditChains, verifyAuditChain } from './audit.service.ts';
@@ -28,9 +29,15 @@ export {
   systemAuditContext,
   withAuditedTransaction,
 } from './record.ts';
+export { sequenceAllChains } from './sequencer.ts';
 
 /** The org-owned tables of the audit log (declared with `registerTenantTable` when the database is opened). */
-export const AUDIT_TENANT_TABLES = ['audit_events', 'audit_chain_heads', 'audit_archives'] as const;
+export const AUDIT_TENANT_TABLES = [
+  'audit_events',
+  'audit_chain_heads',
+  'audit_archives',
+  'audit_pending',
+] as const;
 
 /** The OpenAPI tags of this module's routes. */
 export const auditTags = [
@@ -42,6 +49,8 @@ export interface AuditDeps extends ArchiveDeps {
   registry: AccessRegistry;
   /** For the operators' routes (`superadminOnly`). */
   auth: AuthDeps;
+  /** Between two background sequencer passes (`AUDIT_SEQUENCE_INTERVAL_MS`). */
+  sequenceIntervalMs: number;
 }
 
 /** Declares the audit tables as org-owned on `database`; call before any module writes an event. */
@@ -54,6 +63,13 @@ async function auditModule(app: FastifyInstance, { deps }: { deps: AuditDeps }):
   deps.registry.addPermissions(auditPermissions);
   app.personalData.add(auditPersonalData);
   defineArchiveJob(deps);
+  const sequencer = createAuditSequencer({
+    database: deps.database,
+    log: deps.log,
+    intervalMs: deps.sequenceIntervalMs,
+  });
+  app.addHook('onReady', async () => sequencer.start());
+  app.addHook('onClose', async () => sequencer.stop());
   await app.register(auditRoutes, { database: deps.database, prefix: '/api/v1' });
   await app.register(adminAuditRoutes, { database: deps.database, auth: deps.auth, prefix: '/api/v1' });
   await app.register(myAuditRoutes, { database: deps.database, prefix: '/api/v1' });

@@ -6,7 +6,6 @@ import { newId } from '../../core/ids.ts';
 import type { DatabaseHandle } from '../../db/database.ts';
 import type { Database } from '../../db/schema.ts';
 import type { Principal } from '../auth/index.ts';
-import { eventHash, GENESIS_HASH, personalDigest } from './audit.chain.ts';
 import * as repo from './audit.repo.ts';
 
 /*
@@ -161,73 +160,32 @@ export function fieldChanges(
 }
 
 /**
- * Appends an event to its organization's chain, in the caller's transaction: `db` must be the `withTenant`
- * transaction that makes the change, so that the change never commits without its event and an event never
- * outlives a change that rolled back. Locks the chain head until that transaction ends (see repo.takeNextSeq):
- * concurrent appends for one organization queue, and its chain never forks. Returns the event's `seq`.
+ * Records an event on its chain, in the caller's transaction: `db` must be the `withTenant` transaction that
+ * makes the change, so that the change never commits without its event and an event never outlives a change
+ * that rolled back. The event is written unchained and takes no lock; the sequencer (sequencer.ts) gives it its
+ * `seq` and hashes once the change has committed, and every reader of the chain has it sequenced first.
  */
 export async function recordAuditEvent(
   db: Transaction<Database>,
   context: AuditContext,
   event: AuditEventInput,
-): Promise<number> {
-  let head = await repo.takeNextSeq(db, context.orgId);
-  if (!head) {
-    await repo.createHead(db, {
-      org_id: context.orgId,
-      seq: 0,
-      hash: GENESIS_HASH,
-      archived_through_seq: 0,
-      archived_hash: GENESIS_HASH,
-    });
-    head = await repo.takeNextSeq(db, context.orgId);
-    if (!head) throw new Error(`the audit chain head of ${context.orgId} is missing after creating it`);
-  }
-  const changes =
-    event.changes && Object.keys(event.changes).length > 0 ? JSON.stringify(event.changes) : null;
-  const personal = {
-    actorId: context.actor.id,
-    ip: context.ip,
-    userAgent: context.userAgent,
-    changes,
-  };
-  const chained = {
+): Promise<void> {
+  await repo.insertPending(db, {
     id: newId(),
-    orgId: context.orgId,
-    seq: head.seq,
+    org_id: context.orgId,
     at: context.clock.now().toISOString(),
-    actorType: context.actor.type,
-    actorVia: context.actor.via ?? null,
+    actor_type: context.actor.type,
+    actor_id: context.actor.id,
+    actor_via: context.actor.via ?? null,
     action: event.action,
-    targetType: event.target?.type ?? null,
-    targetId: event.target?.id ?? null,
-    requestId: context.requestId,
+    target_type: event.target?.type ?? null,
+    target_id: event.target?.id ?? null,
+    request_id: context.requestId,
+    ip: context.ip,
+    user_agent: context.userAgent,
     outcome: event.outcome ?? 'success',
-  };
-  const digest = personalDigest(personal);
-  const hash = eventHash({ ...chained, personalDigest: digest, prevHash: head.prevHash });
-  await repo.appendEvent(db, {
-    id: chained.id,
-    org_id: chained.orgId,
-    seq: chained.seq,
-    at: chained.at,
-    actor_type: chained.actorType,
-    actor_id: personal.actorId,
-    actor_via: chained.actorVia,
-    action: chained.action,
-    target_type: chained.targetType,
-    target_id: chained.targetId,
-    request_id: chained.requestId,
-    ip: personal.ip,
-    user_agent: personal.userAgent,
-    outcome: chained.outcome,
-    changes,
-    personal_digest: digest,
-    prev_hash: head.prevHash,
-    hash,
-    erased_at: null,
+    changes: event.changes && Object.keys(event.changes).length > 0 ? JSON.stringify(event.changes) : null,
   });
-  return chained.seq;
 }
 
 /**
@@ -239,7 +197,7 @@ export async function recordAuditEvent(
 export function withAuditedTransaction<T>(
   database: Pick<DatabaseHandle, 'withTenant'>,
   context: AuditContext,
-  work: (db: Transaction<Database>, record: (event: AuditEventInput) => Promise<number>) => Promise<T>,
+  work: (db: Transaction<Database>, record: (event: AuditEventInput) => Promise<void>) => Promise<T>,
 ): Promise<T> {
   return database.withTenant(context.orgId, (db) =>
     work(db, (event) => recordAuditEvent(db, context, event)),

@@ -54,7 +54,7 @@ export function systemCaller(component: string): AccountCaller {
 }
 
 /** Records events on an account's chain; what {@link auditAccount} hands its work. */
-export type RecordAccountEvent = (event: AuditEventInput) => Promise<number>;
+export type RecordAccountEvent = (event: AuditEventInput) => Promise<void>;
 
 /**
  * Runs `work` in one transaction with the events it records: on the chain of `accountId`, or the installation's

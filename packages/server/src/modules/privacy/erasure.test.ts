@@ -19,7 +19,7 @@ import {
 import { testDialects } from '../../test/dialects.ts';
 import { buildTestApp } from '../../test/harness.ts';
 import { createApiKey, createOrg, invite, signedInUser } from '../../test/org-helpers.ts';
-import { auditChains, verifyAuditChain } from '../audit/index.ts';
+import { auditChains, sequenceAllChains, verifyAuditChain } from '../audit/index.ts';
 
 // Account erasure (GDPR art. 17): re-authenticated, refused while the person alone owns an organization others
 // belong to, cancelled by signing in during the grace period, and then complete — no column of any table still
@@ -177,9 +177,10 @@ describe.each(testDialects)('account erasure (%s)', (dialect) => {
       }
     }
     // Her id survives only as the target of events; as an actor she is a pseudonym now.
-    const events = await app.database.acrossTenants((db) =>
-      db.selectFrom('audit_events').select(['actor_id', 'action', 'org_id']).execute(),
-    );
+    const events = await app.database.acrossTenants(async (db) => {
+      await sequenceAllChains(db);
+      return db.selectFrom('audit_events').select(['actor_id', 'action', 'org_id']).execute();
+    });
     expect(events.some((e) => e.actor_id === victim.userId)).toBe(false);
     expect(events.some((e) => e.actor_id.startsWith('erased-'))).toBe(true);
     expect(events.some((e) => e.action === 'user.erased')).toBe(true);

@@ -4,6 +4,7 @@ import { AppError } from '../../core/errors.ts';
 import { newId } from '../../core/ids.ts';
 import { paginate } from '../../core/pagination.ts';
 import { purgeAfter, type RetentionPolicy } from '../../core/retention.ts';
+import { sequenceAllChains } from '../audit/index.ts';
 import { mailTemplates } from '../mail/index.ts';
 import type { OrgAccess } from '../rbac/index.ts';
 import type { ReportDeps } from './deps.ts';
@@ -69,8 +70,12 @@ export async function computeFigures(deps: ReportDeps, orgId: string, day: strin
   const window = dayWindow(day);
   const now = deps.clock.now().toISOString();
   // Across tenants on purpose: sign-ins are on the members' own account chains, which belong to no organization.
-  // The query names the organization itself (memberships.org_id).
-  const signIns = await deps.database.acrossTenants((db) => repo.memberSignIns(db, orgId, window));
+  // The query names the organization itself (memberships.org_id). Every chain is sequenced first, so that the
+  // day's last events count (audit/sequencer.ts).
+  const signIns = await deps.database.acrossTenants(async (db) => {
+    await sequenceAllChains(db);
+    return repo.memberSignIns(db, orgId, window);
+  });
   return deps.database.withTenant(orgId, async (db) => {
     const counts = await repo.auditActionCounts(db, orgId, window);
     const byCategory: Record<string, number> = {};

@@ -26,6 +26,7 @@ import {
 } from '../../test/auth-helpers.ts';
 import { testDialects } from '../../test/dialects.ts';
 import { addMember, createOrg, signedInUser, type TestUser } from '../../test/org-helpers.ts';
+import { sequenceChain } from '../audit/sequencer.ts';
 import { mailTemplates } from '../mail/index.ts';
 import { RETRY_SCHEDULE_SECONDS } from './delivery.service.ts';
 import { startReceiver, type TestReceiver } from './test-receiver.ts';
@@ -147,10 +148,12 @@ async function endpoint(s: Setup, id: string): Promise<WebhookEndpoint> {
   return WebhookEndpoint.parse(res.json());
 }
 
+/** The organization's audit events in chain order, sequenced first as every reader does. */
 async function auditActions(s: Setup): Promise<{ action: string; changes: string | null }[]> {
-  return s.app.database.withTenant(s.orgId, (db) =>
-    db.selectFrom('audit_events').select(['action', 'changes']).orderBy('seq').execute(),
-  );
+  return s.app.database.withTenant(s.orgId, async (db) => {
+    await sequenceChain(db, s.orgId);
+    return db.selectFrom('audit_events').select(['action', 'changes']).orderBy('seq').execute();
+  });
 }
 
 /** Verifies a received request with the Standard Webhooks reference library; returns the parsed payload. */
