@@ -285,7 +285,8 @@ export interface AuditEventsTable {
 /**
  * An audit event whose change committed but which is not in its chain yet: the change's transaction writes it
  * here, and the sequencer moves it into `audit_events`, giving it its `seq` and hashes (modules/audit/
- * sequencer.ts). Triggers refuse every update, and deleting a row whose event is not in `audit_events` yet.
+ * sequencer.ts). Keyed `(org_id, id)`. Triggers refuse every update, and deleting a row whose event is not in
+ * `audit_events` yet.
  */
 export type AuditPendingTable = Omit<
   AuditEventsTable,

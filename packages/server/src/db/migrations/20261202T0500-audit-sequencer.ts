@@ -19,15 +19,16 @@ const DELETE_REFUSED = 'a pending audit event may be deleted only once it is in 
  * `audit_events.id` for that check (PostgreSQL's primary key is one already): the sequencer writes it for a
  * batch of ascending UUIDv7 ids, which share its rightmost pages.
  *
- * On SQLite the table is a plain rowid table, without even a key on `id`: the change's insert then writes one
- * b-tree page, and the sequencer finds a chain's rows by scanning a table it keeps nearly empty.
+ * Keyed `(org_id, id)` — `WITHOUT ROWID` on SQLite, with no other index — so that the change's insert writes one
+ * b-tree page, and the sequencer reads a chain's events in id order (UUIDv7: the order they were made in) and
+ * deletes them by key, without scanning what other chains have pending after a backlog.
  */
 export const auditSequencer: Migration = {
   async up(db: Kysely<unknown>, dialect) {
     const t = columnTypes(dialect);
     await db.schema
       .createTable('audit_pending')
-      .addColumn('id', t.id, (c) => (dialect === 'postgres' ? c.primaryKey() : c.notNull()))
+      .addColumn('id', t.id, (c) => c.notNull())
       .addColumn('org_id', dialect === 'postgres' ? t.text : 'text', (c) => c.notNull())
       .addColumn('at', t.timestamp, (c) => c.notNull())
       .addColumn('actor_type', t.text, (c) => c.notNull())
@@ -41,6 +42,8 @@ export const auditSequencer: Migration = {
       .addColumn('user_agent', 'text')
       .addColumn('outcome', t.text, (c) => c.notNull())
       .addColumn('changes', 'text')
+      .addPrimaryKeyConstraint('audit_pending_pkey', ['org_id', 'id'])
+      .$call((table) => (dialect === 'postgres' ? table : table.modifyEnd(sql`without rowid`)))
       .execute();
     await enableChainIsolation(db, dialect, 'audit_pending');
     if (dialect === 'postgres') {
