@@ -9,7 +9,7 @@ import { startServer } from '../src/server.ts';
 /**
  * `plinth serve` with one extra application module for the audit benchmark: an authenticated create endpoint in
  * two modes that differ only in the audit event. Both authenticate, check the permission, open the tenant
- * transaction and insert a custom role (a fresh name each time); `audited` also appends `role.created` to the
+ * transaction and insert a custom role (a fresh name each time); `audited` also records `role.created` on the
  * organization's chain in that transaction, exactly as `POST /orgs/{orgId}/roles` does.
  */
 const benchRoles: FastifyPluginAsync = async (api) => {

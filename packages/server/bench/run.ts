@@ -239,10 +239,9 @@ try {
     measure: 'throughput',
     label: 'Rate limiting (Redis store), throughput',
   });
-  // Auditing's cost is the event's insert and the chain head's update in the change's own transaction: CPU per
-  // request is the measure the target is set on; throughput is printed alongside. On PostgreSQL the replica's
-  // CPU leaves out the database server's, and throughput shows what the chain head's row lock costs: one
-  // organization's appends queue on it for the rest of their transactions.
+  // Auditing's cost is the pending event's insert in the change's own transaction and the sequencer's share
+  // (chaining it, in batches, counted by the workload's settle step): CPU per request is the measure the target
+  // is set on; throughput is printed alongside. On PostgreSQL the replica's CPU leaves out the database server's.
   for (const [audited, plain, label] of [
     [AUDITED_CREATE, UNAUDITED_CREATE, 'Auditing a create'],
     [AUDITED_CREATE_POSTGRES, UNAUDITED_CREATE_POSTGRES, 'Auditing a create (PostgreSQL)'],
