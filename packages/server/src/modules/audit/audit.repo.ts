@@ -74,6 +74,16 @@ export async function insertPending(db: Transaction<Database>, row: PendingEvent
   await sql`${INSERT_PENDING}${sql.join(PENDING_COLUMNS.map((column) => row[column]))})`.execute(db);
 }
 
+/**
+ * On SQLite, takes the database's write lock at once (a delete that matches nothing); on PostgreSQL, nothing. A
+ * sequencing transaction reads and then writes, and on SQLite a transaction that has read cannot start writing
+ * once another connection (a CLI command beside the server) has committed meanwhile: it fails at once with
+ * `database is locked` instead of waiting. Taken first, the lock waits its turn (`busy_timeout`) like any write.
+ */
+export async function takeSqliteWriteLock(db: Transaction<Database>): Promise<void> {
+  if (!isPostgres(db)) await sql`delete from audit_pending where 0`.execute(db);
+}
+
 /** Up to `limit` of the chain's pending events, oldest first (ids are UUIDv7, so in the order they were made). */
 export function pendingEvents(
   db: Transaction<Database>,

@@ -1,3 +1,4 @@
+import { Worker } from 'node:worker_threads';
 import { AuditEvent, AuditVerifyResult, Page } from '@plinth/shared';
 import { sql } from 'kysely';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -6,6 +7,7 @@ import { bearer } from '../../test/auth-helpers.ts';
 import { testDialects } from '../../test/dialects.ts';
 import { buildTestApp, createTestDatabase, installationSecrets, testConfig } from '../../test/harness.ts';
 import { createOrg, signedInUser } from '../../test/org-helpers.ts';
+import { verifyAuditChain } from './audit.service.ts';
 import { recordAuditEvent, systemAuditContext } from './record.ts';
 import { sequenceChainNow } from './sequencer.ts';
 
@@ -130,5 +132,47 @@ describe.each(testDialects)('audit sequencer (%s)', (dialect) => {
       headers: bearer(owner.accessToken),
     });
     expect(AuditVerifyResult.parse(verified.json())).toEqual({ ok: true, checked: 81 });
+  });
+});
+
+/** Opens the database (node:sqlite where Node has it, else better-sqlite3), holds its write lock 300 ms, commits. */
+const OTHER_PROCESS = `
+const { parentPort, workerData } = require('node:worker_threads');
+let db;
+try { db = new (require('node:sqlite').DatabaseSync)(workerData.path); } catch { db = new (require('better-sqlite3'))(workerData.path); }
+db.exec('PRAGMA busy_timeout = 5000');
+db.exec('BEGIN IMMEDIATE');
+db.exec("insert into audit_pending (id, org_id, at, actor_type, actor_id, action, outcome) values ('01a23774-7895-7041-ac7f-05edabe4e137', 'user:other', '2026-12-02T00:00:00.000Z', 'system', 'cli', 'test.elsewhere', 'success')");
+parentPort.postMessage('locked');
+setTimeout(() => { db.exec('COMMIT'); db.close(); parentPort.postMessage('committed'); }, 300);
+`;
+
+describe('audit sequencer beside another process (sqlite)', () => {
+  it("waits for the other connection's write instead of failing when it commits mid-way", async () => {
+    const app = await start('sqlite');
+    const chain = 'platform';
+    await recordMany(app, chain, 1);
+    const config = app.config.database;
+    if (config.dialect !== 'sqlite') throw new Error('an SQLite test');
+    // Another process (a CLI command; a thread here, since this one blocks while SQLite waits for a lock) holds
+    // the write lock, and commits a change while the sequencer waits for it.
+    const other = new Worker(OTHER_PROCESS, { eval: true, workerData: { path: config.path } });
+    const said = (word: string) =>
+      new Promise<void>((resolve, reject) => {
+        other.once('message', (message) =>
+          message === word ? resolve() : reject(new Error(String(message))),
+        );
+        other.once('error', reject);
+      });
+    try {
+      await said('locked');
+      // A transaction that read before the commit could not write after it ("database is locked", at once);
+      // the sequencer takes the write lock first, so it waits, and then goes on.
+      expect(await verifyAuditChain(app.database, chain)).toEqual({ ok: true, checked: 1 });
+      await said('committed');
+    } finally {
+      await other.terminate();
+    }
+    expect(await pending(app, 'user:other')).toHaveLength(1);
   });
 });

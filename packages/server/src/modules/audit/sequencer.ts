@@ -69,10 +69,12 @@ async function lockOrCreateHead(db: Transaction<Database>, chain: string): Promi
 
 /**
  * Moves every pending event of `chain` that `db` sees into the chain, in `db`: a transaction on the chain
- * (`withTenant`) or across tenants. Locks the chain's head (until `db` ends) only when there is something to
- * move. Returns how many events it moved.
+ * (`withTenant`) or across tenants, best begun with this call (on SQLite it takes the write lock; see
+ * repo.takeSqliteWriteLock). Locks the chain's head (until `db` ends) only when there is something to move.
+ * Returns how many events it moved.
  */
 export async function sequenceChain(db: Transaction<Database>, chain: string): Promise<number> {
+  await repo.takeSqliteWriteLock(db);
   let pending = await repo.pendingEvents(db, chain, BATCH);
   if (pending.length === 0) return 0;
   let head = await lockOrCreateHead(db, chain);
@@ -109,6 +111,7 @@ export async function sequenceChain(db: Transaction<Database>, chain: string): P
  * For what reads across chains. Returns how many events it moved.
  */
 export async function sequenceAllChains(db: Transaction<Database>): Promise<number> {
+  await repo.takeSqliteWriteLock(db);
   let moved = 0;
   for (;;) {
     const chains = await repo.pendingChains(db, CHAINS_PER_PASS);
