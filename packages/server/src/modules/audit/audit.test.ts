@@ -36,7 +36,10 @@ function storedEvents(app: PlinthApp, orgId: string): Promise<EventRow[]> {
   });
 }
 
-/** Every row of the audit tables of every organization, pending events included, as one string, to search for secrets. */
+/**
+ * Every row of the audit tables of every organization, pending events included, as one string, to search for
+ * secrets.
+ */
 async function wholeAuditTable(app: PlinthApp): Promise<string> {
   const rows = await app.database.acrossTenants(async (db) => [
     ...(await db.selectFrom('audit_pending').selectAll().execute()),

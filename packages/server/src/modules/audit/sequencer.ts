@@ -68,13 +68,11 @@ async function lockOrCreateHead(db: Transaction<Database>, chain: string): Promi
 }
 
 /**
- * Moves every pending event of `chain` that `db` sees into the chain, in `db`: a transaction on the chain
- * (`withTenant`) or across tenants, best begun with this call (on SQLite it takes the write lock; see
- * repo.takeSqliteWriteLock). Locks the chain's head (until `db` ends) only when there is something to move.
- * Returns how many events it moved.
+ * Moves every pending event of `chain` that `db` sees into the chain, in `db`, whose write lock (SQLite) the
+ * caller holds. Locks the chain's head (until `db` ends) only when there is something to move. Returns how many
+ * events it moved.
  */
-export async function sequenceChain(db: Transaction<Database>, chain: string): Promise<number> {
-  await repo.takeSqliteWriteLock(db);
+async function moveChain(db: Transaction<Database>, chain: string): Promise<number> {
   let pending = await repo.pendingEvents(db, chain, BATCH);
   if (pending.length === 0) return 0;
   let head = await lockOrCreateHead(db, chain);
@@ -106,6 +104,16 @@ export async function sequenceChain(db: Transaction<Database>, chain: string): P
 }
 
 /**
+ * Moves every pending event of `chain` into the chain, in `db`: a transaction on the chain (`withTenant`) or
+ * across tenants, best begun with this call (on SQLite it takes the write lock; see repo.takeSqliteWriteLock).
+ * Returns how many events it moved.
+ */
+export async function sequenceChain(db: Transaction<Database>, chain: string): Promise<number> {
+  await repo.takeSqliteWriteLock(db);
+  return moveChain(db, chain);
+}
+
+/**
  * Moves every pending event of every chain into its chain, in `db` (a transaction across tenants), locking the
  * heads in the order of their names, as every sequencer that holds more than one does, so two never deadlock.
  * For what reads across chains. Returns how many events it moved.
@@ -115,7 +123,7 @@ export async function sequenceAllChains(db: Transaction<Database>): Promise<numb
   let moved = 0;
   for (;;) {
     const chains = await repo.pendingChains(db, CHAINS_PER_PASS);
-    for (const chain of chains) moved += await sequenceChain(db, chain);
+    for (const chain of chains) moved += await moveChain(db, chain);
     if (chains.length < CHAINS_PER_PASS) return moved;
   }
 }
@@ -133,8 +141,6 @@ export interface AuditSequencer {
   start(): void;
   /** Stops them, waiting for a pass under way. */
   stop(): Promise<void>;
-  /** One pass now: every chain with pending events, each in a transaction of its own. Returns the events moved. */
-  pass(): Promise<number>;
 }
 
 export interface AuditSequencerDeps {
@@ -155,21 +161,18 @@ export function createAuditSequencer(deps: AuditSequencerDeps): AuditSequencer {
   let running: Promise<void> | undefined;
   let stopped = true;
 
-  async function pass(): Promise<number> {
+  /** Every chain with pending events, each in a transaction of its own. */
+  async function pass(): Promise<void> {
     const chains = await database.acrossTenants((db) => repo.pendingChains(db, CHAINS_PER_PASS));
-    let moved = 0;
-    for (const chain of chains) moved += await sequenceChainNow(database, chain);
-    return moved;
+    for (const chain of chains) await sequenceChainNow(database, chain);
   }
 
   function schedule(): void {
     if (stopped) return;
     timer = setTimeout(() => {
       running = pass()
-        .then(
-          () => undefined,
-          (error: unknown) =>
-            log.error({ err: error }, 'an audit sequencer pass failed; the next one retries'),
+        .catch((error: unknown) =>
+          log.error({ err: error }, 'an audit sequencer pass failed; the next one retries'),
         )
         .finally(() => {
           running = undefined;
@@ -190,6 +193,5 @@ export function createAuditSequencer(deps: AuditSequencerDeps): AuditSequencer {
       clearTimeout(timer);
       await running;
     },
-    pass,
   };
 }
