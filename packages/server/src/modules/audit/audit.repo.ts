@@ -73,8 +73,8 @@ const PENDING_COLUMNS = [
 function fixedStatement(text: (placeholder: (index: number) => string) => string) {
   const sqlite = text(() => '?');
   const postgres = text((index) => `$${index + 1}`);
-  return (db: Transaction<Database>, parameters: readonly unknown[]) =>
-    db.executeQuery(CompiledQuery.raw(isPostgres(db) ? postgres : sqlite, [...parameters]));
+  return (db: Transaction<Database>, parameters: unknown[]) =>
+    db.executeQuery(CompiledQuery.raw(isPostgres(db) ? postgres : sqlite, parameters));
 }
 
 const insertPendingStatement = fixedStatement(
